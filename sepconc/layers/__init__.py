@@ -1,0 +1,1 @@
+"""The learned parts of a block: projection P, tight frame A, classifier."""

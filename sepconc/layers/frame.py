@@ -1,0 +1,95 @@
+"""Tight-frame operator `A`: separation (ReLU) or concentration (soft-thresholding).
+
+For a signal `x: (B, C, n, n)`, the frame `F` has `width` atoms of shape
+`(C, k, k)` (`d = C k^2`). Patches `x_p` (k x k, stride s) are normalized, then
+`A x = fold_p F^T rho(F x_p / ||x_p||)`, where overlapping reconstructions are
+averaged. `A` maps a signal to the same space (MODELS.md "Tight-frame operator").
+
+Normalizing patch by patch equals dividing the frame coefficients of the raw
+patch by the patch norm, so the whole operator is two convolutions:
+`z = conv(x, F, stride=s) / sqrt(conv(x^2, 1_{k x k}, stride=s))` and the output
+`conv_transpose(rho(z), F, stride=s) / count`, with `count` the number of
+patches covering each pixel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sepconc.frames import (
+    relu_threshold,
+    reset_atom_norms,
+    softshrink_threshold,
+    target_atom_norm,
+)
+
+
+def rho(z: torch.Tensor, non_linearity: str, threshold: float) -> torch.Tensor:
+    """The frame non-linearity: `relu(z - lambda)`, `sign(z) relu(|z| - lambda)` or `|z|`."""
+    if non_linearity == "relu":
+        return F.relu(z - threshold)
+    if non_linearity == "softshrink":
+        return F.softshrink(z, threshold)
+    if non_linearity == "absolute":
+        return z.abs()
+    raise ValueError(f"unknown non-linearity {non_linearity!r}")
+
+
+class TightFrame(nn.Module):
+    """The operator `A`, with atom norms reset to the tight-frame value before each forward."""
+
+    def __init__(
+        self,
+        channels: int,
+        width: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        non_linearity: str = "relu",
+        zero_bias: bool = False,
+    ):
+        super().__init__()
+        self.channels, self.width = channels, width
+        self.kernel_size, self.stride = kernel_size, stride
+        self.non_linearity = non_linearity
+        self.dim = channels * kernel_size**2
+        self.atom_norm = target_atom_norm(width, self.dim)
+        self.threshold = {
+            "relu": relu_threshold(width, zero_bias),
+            "softshrink": softshrink_threshold(width),
+            "absolute": 0.0,
+        }[non_linearity]
+        self.weight = nn.Parameter(torch.empty(width, channels, kernel_size, kernel_size))
+        nn.init.orthogonal_(self.weight)
+        reset_atom_norms(self.weight, self.atom_norm)
+        self.register_buffer(
+            "patch_ones", torch.ones(1, channels, kernel_size, kernel_size), persistent=False
+        )
+
+    def patch_norms(self, x: torch.Tensor) -> torch.Tensor:
+        """`||x_p||` for every patch: `(B, 1, n', n')`."""
+        return F.conv2d(x.square(), self.patch_ones, stride=self.stride).sqrt()
+
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """Frame coefficients of the normalized patches, `F x_p / ||x_p||`: `(B, width, n', n')`."""
+        reset_atom_norms(self.weight, self.atom_norm)
+        z = F.conv2d(x, self.weight, stride=self.stride)
+        return z / self.patch_norms(x).clamp_min(1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = rho(self.coefficients(x), self.non_linearity, self.threshold)
+        y = F.conv_transpose2d(z, self.weight, stride=self.stride)
+        if self.kernel_size == 1 and self.stride == 1:
+            return y
+        count = F.conv_transpose2d(
+            torch.ones_like(z[:, :1]), self.patch_ones[:, :1], stride=self.stride
+        )
+        return y / count.clamp_min(1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, width={self.width}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, non_linearity={self.non_linearity}, "
+            f"threshold={self.threshold:.4g}"
+        )

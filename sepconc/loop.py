@@ -1,0 +1,137 @@
+"""The training step and the two epoch loops (train, evaluate).
+
+A step reads as the recipe of MODELS.md: forward, cross-entropy, backward, SGD
+step, Parseval step on every frame and projection. Sums (loss, top-1, top-5,
+count) stay on the device during an epoch and are reduced across ranks once at
+its end, so every rank returns the same numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sepconc.distributed import all_reduce_sum
+from sepconc.frames import parseval_step
+from sepconc.metrics.accuracy import topk_correct
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: training stops instead of going on silently."""
+
+
+@dataclass
+class EpochSums:
+    """Per-rank running sums; `reduce()` makes them global."""
+
+    loss: torch.Tensor
+    top1: torch.Tensor
+    top5: torch.Tensor
+    count: torch.Tensor
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> EpochSums:
+        return cls(*(torch.zeros((), dtype=torch.float64, device=device) for _ in range(4)))
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
+        n = target.shape[0]
+        c1, c5 = topk_correct(logits.detach(), target, (1, 5))
+        self.loss += loss.detach().double() * n
+        self.top1 += c1
+        self.top5 += c5
+        self.count += n
+
+    def reduce(self) -> dict[str, float]:
+        sums = all_reduce_sum(torch.stack([self.loss, self.top1, self.top5, self.count]))
+        loss, top1, top5, count = sums.tolist()
+        count = max(count, 1.0)
+        return {"loss": loss / count, "acc1": 100 * top1 / count, "acc5": 100 * top5 / count,
+                "images": count}  # fmt: skip
+
+
+def learning_rate(base_lr: float, epoch: int, adjust_every: int) -> float:
+    """Step decay: `lr * 0.1 ** (epoch // adjust_every)`."""
+    return base_lr * 0.1 ** (epoch // adjust_every)
+
+
+def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float):
+    """SGD with two groups: frames and projections get no weight decay (MODELS.md)."""
+    tight = {id(p) for _, p in model.tight_parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if id(p) not in tight], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in tight], "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+
+def train_epoch(
+    model: nn.Module,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator,
+    beta: float,
+    epoch: int,
+    device: torch.device,
+    print_freq: int = 100,
+    frontend_done: bool = False,
+    progress=None,
+) -> dict[str, float]:
+    """One pass over `batches`. `model` may be DDP-wrapped; `net` is the bare module.
+
+    Checks the loss every `print_freq` steps and at the end: a non-finite loss
+    raises `TrainingDiverged` naming the epoch and the step.
+    """
+    model.train()
+    sums = EpochSums.zeros(device)
+    tight = [p for _, p in net.tight_parameters()]
+    step = 0
+    for step, (images, target) in enumerate(batches, 1):
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        logits = model(images, frontend_done=frontend_done)
+        loss = F.cross_entropy(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for weight in tight:
+            parseval_step(weight, beta)
+        sums.add(loss, logits, target)
+        if step % print_freq == 0:
+            _check_finite(loss, epoch, step)
+            log.debug("epoch %d step %d loss %.4f", epoch, step, loss.item())
+        if progress is not None:
+            progress(images.shape[0])
+    _check_finite(sums.loss, epoch, step)
+    return sums.reduce()
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+    value = float(loss)
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"loss became {value} at epoch {epoch} (step {step}); lower the learning rate "
+            f"or check the input data"
+        )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, batches: Iterator, device: torch.device, frontend_done: bool = False
+) -> dict[str, float]:
+    """Loss and top-1/top-5 on `batches`, summed over ranks."""
+    model.eval()
+    sums = EpochSums.zeros(device)
+    for images, target in batches:
+        images, target = images.to(device), target.to(device)
+        logits = model(images, frontend_done=frontend_done)
+        sums.add(F.cross_entropy(logits, target), logits, target)
+    return sums.reduce()

@@ -1,0 +1,254 @@
+"""`train(config)`: the one training entry point of the command line, the tests and Ray trials.
+
+One run = data, model, optimizer, optional resume, then per epoch: train,
+evaluate, diagnostics, class statistics, checkpoint, `metrics.jsonl`, and the
+caller's epoch hooks (which can stop the run). It runs in one process, in
+`run.num_workers` local DDP processes (started here), or inside a process group
+someone else initialized (Ray Train): the code path is the same.
+
+Run folder: `config.yaml` (resolved, rerunnable with `train --config`),
+`data.json` (the data set's identity, e.g. ImageNet classes chosen),
+`metrics.jsonl` (one JSON object per epoch), `checkpoints/epoch_NNNN.pt`,
+`result.json` (written at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from sepconc.batches import rank_batches
+from sepconc.checkpoint import (
+    checkpoint_path,
+    list_checkpoints,
+    load_latest_good,
+    resolve_resume,
+    save_checkpoint,
+)
+from sepconc.config import Config
+from sepconc.data import build_datasets
+from sepconc.distributed import World, broadcast_object, current_world, launch_local
+from sepconc.errors import UserError
+from sepconc.loop import build_optimizer, evaluate, learning_rate, train_epoch
+from sepconc.model import SepConcNet
+from sepconc.probes import block_statistics, probe_set, weight_diagnostics
+from sepconc.progress import EpochProgress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochReport:
+    """What an epoch hook receives. `checkpoint` is set on rank 0 when one was written."""
+
+    epoch: int  # epochs completed (1-based)
+    metrics: dict[str, float]
+    checkpoint: Path | None
+    run_dir: Path
+    rank: int
+
+
+EpochHook = Callable[[EpochReport], "bool | None"]  # True asks the run to stop
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    epochs_done: int
+    stopped_early: bool
+    best_val_acc1: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_run(config: Config) -> Config:
+    """Fix what must be identical in every process: the run folder and the seed."""
+    changes = {}
+    if config.run.out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        changes["out"] = str(Path("runs") / "train" / f"{config.model.arch}-{stamp}")
+    if config.run.seed is None:
+        changes["seed"] = random.SystemRandom().randrange(2**31)
+    return config.replace(**changes) if changes else config
+
+
+def train(config: Config, hooks: Sequence[EpochHook] = ()) -> TrainResult:
+    """Train (or evaluate) as `config` says; returns the final metrics.
+
+    With `run.num_workers > 1` and no process group yet, starts that many local
+    processes (gloo on CPU, NCCL on CUDA); `hooks` then run in rank 0 only if
+    they are picklable, so pass none and read `metrics.jsonl` instead.
+    """
+    config = resolve_run(config)
+    already_distributed = current_world().size > 1
+    if config.run.num_workers > 1 and not already_distributed:
+        device = choose_device(config.run.device, 0)
+        launch_local(_train_worker, config.run.num_workers, device.type, config, list(hooks))
+        return TrainResult(**json.loads((Path(config.run.out) / "result.json").read_text()))
+    return _train_worker(config, hooks)
+
+
+def choose_device(requested: str, local_rank: int) -> torch.device:
+    """The device of this process, chosen once: `cuda:<local rank>` or `cpu`."""
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda asked but no CUDA GPU is visible; use --device cpu")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
+    world = current_world()
+    device = choose_device(config.run.device, world.local_rank)
+    run_dir = Path(config.run.out)
+    seed = config.run.seed
+    torch.manual_seed(seed)
+    data = build_datasets(config.data.dataset, config.data.data, download=config.data.download,
+                          nb_classes=config.data.nb_classes,
+                          class_indices=config.data.class_indices, seed=seed)  # fmt: skip
+    net = SepConcNet(config.model, data.image_shape, data.num_classes).to(device)
+    optimizer = build_optimizer(net, config.optim.lr, config.optim.momentum,
+                                config.optim.weight_decay)  # fmt: skip
+    start_epoch, best = config.optim.start_epoch, float("-inf")
+    if config.run.resume:
+        start_epoch, best = _restore(config.run.resume, net, optimizer, device)
+    if world.is_main:
+        _write_run_files(run_dir, config, data.identity, truncate_after=start_epoch)
+    model = net
+    if world.size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = DistributedDataParallel(net, device_ids=ids)
+    per_rank = config.optim.batch_size // world.size
+    common = dict(world=world.size, rank=world.rank, seed=seed, workers=config.data.workers,
+                  pin_memory=device.type == "cuda")  # fmt: skip
+    train_batches = rank_batches(data.train, per_rank, shuffle=True, **common)
+    val_batches = rank_batches(data.val, per_rank, shuffle=False, **common)
+    if config.run.evaluate:
+        metrics = {f"val_{k}": v for k, v in evaluate(model, val_batches, device).items()}
+        log.info("evaluation: %s", _summary(metrics))
+        return TrainResult(str(run_dir), start_epoch, False, metrics["val_acc1"], metrics)
+
+    probe = probe_set(data.val, config.run.stats_probe_size) if config.run.stats_every else None
+    progress = EpochProgress(enabled=world.is_main)
+    metrics: dict[str, float] = {}
+    stopped = False
+    epoch = start_epoch
+    for epoch in range(start_epoch, config.optim.epochs):
+        lr = learning_rate(config.optim.lr, epoch, config.optim.learning_rate_adjust_frequency)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        train_batches.sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        with progress.epoch(epoch + 1, config.optim.epochs, len(data.train)) as advance:
+            train_sums = train_epoch(model, net, optimizer, train_batches, config.optim.pars_beta,
+                                     epoch + 1, device, config.run.print_freq,
+                                     progress=advance)  # fmt: skip
+        train_seconds = time.perf_counter() - started
+        val = evaluate(model, val_batches, device)
+        metrics = _epoch_metrics(epoch + 1, lr, train_sums, val, train_seconds, started, net)
+        if world.is_main:
+            metrics.update(weight_diagnostics(net))
+            if probe is not None and (epoch + 1) % config.run.stats_every == 0:
+                metrics.update(block_statistics(net, *probe, data.num_classes))
+        metrics = broadcast_object(metrics)
+        best = max(best, metrics["val_acc1"])
+        metrics["best_val_acc1"] = best
+        ckpt = None
+        last = epoch + 1 == config.optim.epochs
+        if world.is_main and ((epoch + 1) % config.run.checkpoint_every == 0 or last):
+            ckpt = save_checkpoint(_state(net, optimizer, epoch + 1, best, config),
+                                   checkpoint_path(run_dir / "checkpoints", epoch + 1),
+                                   keep=config.run.checkpoint_keep)  # fmt: skip
+        if world.is_main:
+            _append_jsonl(run_dir / "metrics.jsonl", metrics)
+            log.info("epoch %d/%d %s", epoch + 1, config.optim.epochs, _summary(metrics))
+        report = EpochReport(epoch + 1, metrics, ckpt, run_dir, world.rank)
+        wants_stop = any(bool(hook(report)) for hook in hooks)
+        if broadcast_object(wants_stop):
+            stopped = True
+            break
+    done = epoch + 1 if metrics else start_epoch
+    result = TrainResult(str(run_dir), done, stopped, best if metrics else float("nan"), metrics)
+    if world.is_main:
+        (run_dir / "result.json").write_text(json.dumps(asdict(result), indent=1))
+    return result
+
+
+def _epoch_metrics(epoch, lr, train, val, train_seconds, started, net) -> dict[str, float]:
+    return {
+        "epoch": epoch,
+        "train_loss": train["loss"],
+        "train_acc1": train["acc1"],
+        "train_acc5": train["acc5"],
+        "val_loss": val["loss"],
+        "val_acc1": val["acc1"],
+        "val_acc5": val["acc5"],
+        "lr": lr,
+        "epoch_seconds": time.perf_counter() - started,
+        "images_per_s": train["images"] / max(train_seconds, 1e-9),
+        "nonfinite_grads": float(net.pop_nonfinite_count()),
+    }
+
+
+def _summary(metrics: dict[str, float]) -> str:
+    keys = ("train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5", "images_per_s")
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
+
+
+def _state(net, optimizer, epoch: int, best: float, config: Config) -> dict:
+    state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+             "best_val_acc1": best, "config": config.to_flat(),
+             "rng_cpu": torch.get_rng_state()}  # fmt: skip
+    if torch.cuda.is_available():
+        state["rng_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore(target: str, net, optimizer, device) -> tuple[int, float]:
+    path, state = load_latest_good(resolve_resume(target), map_location=device)
+    try:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise UserError(
+            f"checkpoint {path} does not match this model ({str(exc).splitlines()[0][:100]}); "
+            f"resume with the config it was written with"
+        ) from None
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    if "rng_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+    log.info("resumed from %s (epoch %d)", path, state["epoch"])
+    return int(state["epoch"]), float(state["best_val_acc1"])
+
+
+def _write_run_files(run_dir: Path, config: Config, identity: dict, truncate_after: int) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / "config.yaml")
+    (run_dir / "data.json").write_text(json.dumps(identity, indent=1, default=str))
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():  # drop epochs after the checkpoint we resume from: no duplicates
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if r.get("epoch", 0) <= truncate_after]
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """Newest checkpoint of a run folder, or None."""
+    found = list_checkpoints(run_dir / "checkpoints")
+    return found[-1] if found else None
+
+
+__all__ = ["EpochHook", "EpochReport", "TrainResult", "World", "train"]
