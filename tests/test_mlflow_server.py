@@ -24,7 +24,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 90
-PASSWORD = "s3parati0n-test-only"  # noqa: S105 - throwaway password of a test server
+PASSWORD = "s3parati0n-test-only"  # throwaway password of a throwaway test server
 
 
 def free_port() -> int:
@@ -123,7 +123,9 @@ def http_status(url: str, host: str | None = None, user: str | None = None, pw: 
     if host:
         req.add_header("Host", host)
     if user:
-        req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode())
+        req.add_header(
+            "Authorization", "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+        )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status
@@ -182,6 +184,7 @@ def test_port_in_use_is_a_one_line_error(tmp_path):
             [sys.executable, "launch.py", "mlflow-server", "--port", str(port)]
             + ["--runs-dir", str(tmp_path / "runs")],
             cwd=REPO,
+            check=False,
             env=env(),
             capture_output=True,
             text=True,
@@ -197,6 +200,7 @@ def test_auth_without_password_is_a_one_line_error(tmp_path):
         [sys.executable, "launch.py", "mlflow-server", "--auth", "--port", str(free_port())]
         + ["--runs-dir", str(tmp_path / "runs")],
         cwd=REPO,
+        check=False,
         env=env(),
         capture_output=True,
         text=True,

@@ -74,7 +74,7 @@ class _Terminated(Exception):
     """SIGTERM arrived: stop the server like Ctrl-C does."""
 
 
-def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+def _on_sigterm(signum, frame):  # signal handler signature
     raise _Terminated
 
 

@@ -117,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr)
         for hook in hooks:
-            getattr(hook, "fail", lambda reason: None)(str(exc))
+            hook.fail(str(exc))
         return 1
     for hook in hooks:
-        getattr(hook, "finish", lambda: None)()
+        hook.finish(result.run_dir)
     print(f"run folder: {result.run_dir}")
     print(f"best val_acc1: {result.best_val_acc1:.2f}  epochs: {result.epochs_done}")
     return 0

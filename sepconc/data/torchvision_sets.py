@@ -13,7 +13,8 @@ them here rather than through torchvision's `CIFAR10` because that class refuses
 file whose md5 differs from the official release, which rules out tiny test files and
 partial copies. We still compute the md5s against torchvision's list and record
 `md5_verified` in the run's identity (with a warning when they differ). Downloading
-goes through torchvision (`CIFAR10(root, download=True)` checks the archive's md5).
+goes through torchvision (`CIFAR10(root, download=True)` checks the archive's md5), under a
+file lock in `root` so that DDP ranks building the data at once download it once.
 
 Transforms (MODELS.md), on tensors, per item:
 
@@ -26,13 +27,16 @@ Transforms (MODELS.md), on tensors, per item:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST
 from torchvision.datasets.utils import check_integrity
 
@@ -103,8 +107,9 @@ def build_mnist(root: str, *, download: bool = False) -> DataBundle:
     root = os.path.abspath(os.path.expanduser(root))
     raw = os.path.join(root, "MNIST", "raw")
     try:
-        train = MNIST(root, train=True, download=download)
-        test = MNIST(root, train=False, download=download)
+        with _download_lock(root, download):
+            train = MNIST(root, train=True, download=download)
+            test = MNIST(root, train=False, download=download)
     except _LOAD_ERRORS as exc:
         raise UserError(_mnist_message(root, raw, download, exc)) from None
     normalize = Normalize(MNIST_MEAN, MNIST_STD)
@@ -147,7 +152,8 @@ def build_cifar(root: str, *, hundred: bool = False, download: bool = False) -> 
     folder = os.path.join(root, cls.base_folder)
     if download:
         try:
-            cls(root, train=True, download=True)
+            with _download_lock(root, True):
+                cls(root, train=True, download=True)
         except _LOAD_ERRORS as exc:
             raise UserError(
                 f"could not download {name} into {root} ({_first_line(exc)}); check the network "
@@ -241,6 +247,18 @@ def _unpickle(path: str) -> dict:
     if not isinstance(entry, dict):
         raise UserError(f"CIFAR file {path} holds {type(entry).__name__}, not a dict; re-extract")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+@contextlib.contextmanager
+def _download_lock(root: str, download: bool) -> Iterator[None]:
+    """Serialize downloads into `root` across processes (DDP ranks all build the datasets):
+    the first holder downloads, the others find the files present and skip."""
+    if not download:
+        yield
+        return
+    os.makedirs(root, exist_ok=True)
+    with FileLock(os.path.join(root, ".sepconc-download.lock")):
+        yield
 
 
 def _first_line(exc: BaseException) -> str:

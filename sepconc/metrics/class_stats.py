@@ -107,17 +107,19 @@ def class_statistics_by_layer(
     labels: Tensor,
     num_classes: int,
     prefix_fmt: str = "{name}/",
-    **kwargs: float | int | None,
+    ridge: float = RIDGE,
+    max_dim: int | None = None,
+    rtol: float = RTOL,
 ) -> dict[str, float]:
     """`class_statistics` of each named output, flattened: ``{"input/fisher": ..., ...}``.
 
-    outputs: name -> (N, ...) features of the same N samples; kwargs go to
-    `class_statistics`.
+    outputs: name -> (N, ...) features of the same N samples (insertion order kept);
+    the key prefix is ``prefix_fmt.format(name=name)``.
     """
     flat: dict[str, float] = {}
     for name, feats in outputs.items():
         prefix = prefix_fmt.format(name=name)
-        stats = class_statistics(feats, labels, num_classes, **kwargs)  # type: ignore[arg-type]
+        stats = class_statistics(feats, labels, num_classes, ridge, max_dim, rtol)
         flat.update({prefix + key: value for key, value in stats.items()})
     return flat
 
@@ -126,7 +128,9 @@ def _check_inputs(
     features: Tensor, labels: Tensor, num_classes: int, ridge: float, max_dim: int | None
 ) -> tuple[Tensor, Tensor]:
     if features.dim() < 1 or features.shape[0] == 0:
-        raise ValueError(f"features must be (N, ...) with N >= 1, got shape {tuple(features.shape)}")
+        raise ValueError(
+            f"features must be (N, ...) with N >= 1, got shape {tuple(features.shape)}"
+        )
     x = features.detach().reshape(features.shape[0], -1)
     y = labels.detach().reshape(-1).to(device=x.device, dtype=torch.long)
     if y.numel() != x.shape[0]:
@@ -219,11 +223,7 @@ def _assemble(rr, rm, mm, lam, coords, idx, counts, present, ridge, max_dim, rto
     rm_own = rm.gather(1, idx[:, None])
     mm_own = mm[idx]
     dist = (
-        rr[:, None]
-        + 2.0 * (rm_own - rm)
-        + diag_mm[idx][:, None]
-        - 2.0 * mm_own
-        + diag_mm[None, :]
+        rr[:, None] + 2.0 * (rm_own - rm) + diag_mm[idx][:, None] - 2.0 * mm_own + diag_mm[None, :]
     )
     ncm_acc = float((dist.argmin(dim=1) == idx).to(torch.float64).mean())
 

@@ -73,7 +73,9 @@ def projection_diagnostics(weight: Tensor) -> dict[str, float]:
 
 def _as_matrix(weight: Tensor) -> Tensor:
     if weight.dim() < 2 or weight.numel() == 0:
-        raise ValueError(f"weight must be (width, d) or (width, C, k, k), got {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must be (width, d) or (width, C, k, k), got {tuple(weight.shape)}"
+        )
     return weight.detach().reshape(weight.shape[0], -1)
 
 

@@ -4,7 +4,8 @@ Per input channel, at scale j=0 (Kymatio's filters, see ``filters``):
 ``[phi x, relu(Re W_0 x), relu(Im W_0 x), relu(-Re W_0 x), relu(-Im W_0 x), ...,
 W_{L-1} ...]``, subsampled by 2: ``(B, C, n, n) -> (B, C*(1 + 4L), n//2, n//2)``,
 output channel ``c*(1 + 4L) + k``. ``phase_fourier`` holds the exact definition
-(borders included); ``phase_conv`` the same map with ``k x k`` spatial filters.
+(borders included); ``phase_conv`` the same map with ``k x k`` spatial filters
+(``"conv"``) or as an exact dense matrix for small ``n`` (``"dense"``).
 """
 
 from __future__ import annotations
@@ -13,17 +14,35 @@ import torch
 from torch import nn
 
 from .filters import fourier_filters
-from .phase_conv import conv_gather_index, conv_weight, phase_scattering_conv
+from .phase_conv import (
+    conv_gather_index,
+    conv_weight,
+    dense_operator,
+    phase_scattering_conv,
+    phase_scattering_dense,
+)
 from .phase_fourier import padding_index, phase_scattering_fourier
 
-__all__ = ["PhaseScattering2D", "phase_scattering_channels", "DEFAULT_KERNEL_SIZE", "METHODS"]
+__all__ = [
+    "PhaseScattering2D",
+    "phase_scattering_channels",
+    "DEFAULT_KERNEL_SIZE",
+    "METHODS",
+    "DENSE_MAX_N",
+    "AUTO_DENSE_MAX_N",
+]
 
 #: Spatial support of the convolution path. Relative L2 error to the Fourier
 #: definition, measured on random and smooth inputs at n = 2..224 (L = 8):
 #: 11x11 <= 5.2e-4, 13x13 <= 3.3e-5, 15x15 <= 2.1e-6. 13 is the smallest meeting 1e-4.
 DEFAULT_KERNEL_SIZE = 13
 
-METHODS = ("auto", "fourier", "conv")
+METHODS = ("auto", "fourier", "conv", "dense")
+
+#: Largest input the dense form accepts (n = 32, L = 8: a 1024 x 4352 matrix, 36 MB float64).
+DENSE_MAX_N = 32
+#: ``"auto"`` takes the dense form up to this size, the convolution above it.
+AUTO_DENSE_MAX_N = 16
 
 
 def phase_scattering_channels(L: int = 8) -> int:
@@ -40,18 +59,22 @@ class PhaseScattering2D(nn.Module):
         method: ``"fourier"`` (the reference: reflection padding to Kymatio's size,
             FFT, product with the filters, inverse FFT, subsampling), ``"conv"``
             (reflect-and-wrap index gather, then one polyphase convolution with
-            ``1 + 2L`` truncated ``13 x 13`` filters; relative L2 error <= 1e-4) or
-            ``"auto"``.
+            ``1 + 2L`` truncated ``13 x 13`` filters; relative L2 error <= 1e-4),
+            ``"dense"`` (the exact linear map as one ``n^2 x (1+2L)(n/2)^2`` matrix
+            product, ``n <= 32``; error at float rounding) or ``"auto"``.
         kernel_size: odd spatial support of the ``"conv"`` path.
 
-    ``"auto"`` rule: ``"conv"`` on every device and size. Measured on CPU (2 threads,
-    float32, forward+backward): conv is 2.5-4x faster than Fourier at each CIFAR-10
-    block size (32, 16, 8, 4) and >= 2x at 112 and 224. CUDA was not measured; conv
-    is kept there too (a small dense convolution against ~9 FFT-sized tensors).
+    ``"auto"`` rule, every device: ``"dense"`` for ``n <= 16``, ``"conv"`` above.
+    Measured on CPU (float32, forward+backward, batch 64, 1-2 threads): at n = 4, 8, 16
+    the matrix product is 4-100x faster than the convolution (whose CPU backward is
+    slow), at n = 32 the convolution is ~2x faster than the matrix; the convolution
+    beats Fourier at every size measured (4 to 224). CUDA was not measured (no GPU
+    here); the same rule is used there.
 
     Buffers (float64, non-persistent, moved by ``.to(device)``; cast to the input's
     dtype in ``forward``): ``fourier`` ``(1 + L, M, M)``, ``pad_idx`` ``(M,)``,
-    ``weight`` ``(1 + 2L, 4, (k+1)/2, (k+1)/2)``, ``gather_idx`` ``(n//2*2 + k - 1,)``.
+    ``weight`` ``(1 + 2L, 4, (k+1)/2, (k+1)/2)``, ``gather_idx`` ``(n//2*2 + k - 1,)``,
+    and ``dense`` ``(n^2, (1+2L)(n//2)^2)`` when the dense form is used (else ``None``).
 
     Shapes: ``(B, C, n, n) -> (B, C*(1 + 4L), n//2, n//2)``.
     """
@@ -85,14 +108,21 @@ class PhaseScattering2D(nn.Module):
         self.register_buffer(
             "gather_idx", torch.tensor(conv_gather_index(self.n, kernel_size)), persistent=False
         )
+        use_dense = method == "dense" or (method == "auto" and self.n <= AUTO_DENSE_MAX_N)
+        if method == "dense" and self.n > DENSE_MAX_N:
+            raise ValueError(f"method 'dense' is for n <= {DENSE_MAX_N}, got n={self.n}")
+        dense = dense_operator(self.fourier, self.pad_idx) if use_dense else None
+        self.register_buffer("dense", dense, persistent=False)
 
     @property
     def out_channels_per_input(self) -> int:
         return phase_scattering_channels(self.L)
 
     def resolved_method(self, device: torch.device | None = None) -> str:
-        """The path ``forward`` takes on ``device`` (``"auto"`` -> ``"conv"``, see class doc)."""
-        return "conv" if self.method == "auto" else self.method
+        """The path ``forward`` takes on ``device`` (see the class doc for ``"auto"``)."""
+        if self.method != "auto":
+            return self.method
+        return "dense" if self.n <= AUTO_DENSE_MAX_N else "conv"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[-2:] != (self.n, self.n):
@@ -100,8 +130,11 @@ class PhaseScattering2D(nn.Module):
                 f"PhaseScattering2D(n={self.n}) expects (B, C, {self.n}, {self.n}), "
                 f"got {tuple(x.shape)}"
             )
-        if self.resolved_method(x.device) == "fourier":
+        method = self.resolved_method(x.device)
+        if method == "fourier":
             return phase_scattering_fourier(x, self.fourier, self.pad_idx)
+        if method == "dense":
+            return phase_scattering_dense(x, self.dense)
         return phase_scattering_conv(x, self.weight, self.gather_idx)
 
     def extra_repr(self) -> str:

@@ -21,6 +21,13 @@ The ``1 + 2L`` filters are ``[phi, Re psi_0, Im psi_0, Re psi_1, ...]``, applied
 interleaved per orientation as ``[Re, Im, -Re, -Im]`` (split + cat, no slicing).
 Truncation error (relative L2 to the oracle) is measured by the tests; see
 ``phase.DEFAULT_KERNEL_SIZE``.
+
+Dense form (small ``n``): the map ``x -> z = [phi x, Re W_0 x, Im W_0 x, ...]`` is
+linear, ``R^{n*n} -> R^{(1+2L)*(n//2)^2}``; ``dense_operator`` tabulates it *exactly*
+(the oracle applied to the ``n*n`` unit images; ``Re = relu(Re) - relu(-Re)``), and
+``phase_scattering_dense`` evaluates it as one matrix product (backward: one more).
+Its size is ``n^2 * (1+2L) * (n//2)^2`` (n = 16, L = 8: 278,528 values), so it is
+for small inputs only: on CPU it beats the convolution for n <= 16 (see ``phase``).
 """
 
 from __future__ import annotations
@@ -30,9 +37,15 @@ import torch
 import torch.nn.functional as F
 
 from .filters import pad_left, padded_size, spatial_filters
-from .phase_fourier import reflect_index
+from .phase_fourier import phase_scattering_fourier, reflect_index
 
-__all__ = ["conv_gather_index", "conv_weight", "phase_scattering_conv"]
+__all__ = [
+    "conv_gather_index",
+    "conv_weight",
+    "dense_operator",
+    "phase_scattering_conv",
+    "phase_scattering_dense",
+]
 
 
 def conv_gather_index(n: int, k: int) -> np.ndarray:
@@ -71,6 +84,43 @@ def phase_scattering_conv(
     L = (weight.shape[0] - 1) // 2
     e = x.reshape(B * C, 1, n, n).index_select(-2, gather_idx).index_select(-1, gather_idx)
     z = F.conv2d(F.pixel_unshuffle(e, 2), weight.to(x.dtype))  # (B*C, 1+2L, n//2, n//2)
+    return _rectify(z, B, C, L)
+
+
+def dense_operator(filters: torch.Tensor, pad_idx: torch.Tensor) -> torch.Tensor:
+    """Exact matrix ``(n*n, (1+2L)*(n//2)^2)`` of ``x -> [phi x, Re W_0 x, Im W_0 x, ...]``.
+
+    ``filters`` / ``pad_idx``: as for ``phase_scattering_fourier`` (``n`` is read from
+    ``pad_idx``'s source range). Row ``i`` is the response to the unit image ``e_i``
+    (row-major); columns are ``(filter, row, col)``-major. Same dtype as ``filters``.
+    """
+    n = int(pad_idx.max()) + 1
+    L = filters.shape[0] - 1
+    eye = torch.eye(n * n, dtype=filters.dtype, device=filters.device)
+    out = phase_scattering_fourier(eye.reshape(n * n, 1, n, n), filters, pad_idx)
+    h = out.shape[-1]
+    low, ph = out.split([1, 4 * L], dim=1)
+    ph = ph.reshape(n * n, L, 4, h, h)
+    wav = ph[:, :, :2] - ph[:, :, 2:]  # relu(v) - relu(-v) = v: [Re, Im]
+    return torch.cat([low, wav.reshape(n * n, 2 * L, h, h)], dim=1).reshape(n * n, -1)
+
+
+def phase_scattering_dense(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+    """Phase scattering of ``x`` ``(B, C, n, n)`` with ``operator = dense_operator(...)``."""
+    if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"expected a (B, C, n, n) input, got shape {tuple(x.shape)}")
+    B, C, n, _ = x.shape
+    h = n // 2
+    f = operator.shape[1] // (h * h)  # 1 + 2L
+    z = (x.reshape(B * C, n * n) @ operator.to(x.dtype)).reshape(B * C, f, h, h)
+    return _rectify(z, B, C, (f - 1) // 2)
+
+
+def _rectify(z: torch.Tensor, B: int, C: int, L: int) -> torch.Tensor:
+    """``(B*C, 1+2L, h, w)`` ``[low, Re_0, Im_0, ...]`` -> ``(B, C*(1+4L), h, w)``.
+
+    Per orientation ``[relu(Re), relu(Im), relu(-Re), relu(-Im)]`` after the low-pass.
+    """
     h, w = z.shape[-2:]
     low, wav = z.split([1, 2 * L], dim=1)
     wav = wav.reshape(B * C, L, 2, h, w)

@@ -60,9 +60,11 @@ def phase_scattering_fourier(
     M = filters.shape[-1]
     L = filters.shape[0] - 1
     xp = x.index_select(-2, pad_idx).index_select(-1, pad_idx)  # (B, C, M, M)
-    spec = torch.fft.fft2(xp).unsqueeze(2) * filters.to(x.dtype)  # (B, C, 1+L, M, M)
+    # (B, C, 1+L, M, M); the 1/4 is the mean of the four aliased copies below
+    spec = torch.fft.fft2(xp).unsqueeze(2) * (0.25 * filters.to(x.dtype))
     h = M // 2
-    spec = spec.reshape(B, C, L + 1, 2, h, 2, h).mean(dim=(3, 5))  # subsample by 2
+    spec = spec[..., :h, :] + spec[..., h:, :]  # subsample by 2 = periodize the spectrum
+    spec = spec[..., :h] + spec[..., h:]
     y = torch.fft.ifft2(spec)[..., 1:-1, 1:-1]  # (B, C, 1+L, n//2, n//2) complex
     low, wav = y.split([1, L], dim=2)
     wav = torch.stack([wav.real, wav.imag], dim=3)  # (B, C, L, 2, h', w')

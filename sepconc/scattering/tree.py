@@ -1,8 +1,9 @@
 """``ScatteringTree``: Kymatio's order-2 scattering applied channel by channel (``scatnet``).
 
 For each input channel, Kymatio 0.3's ``Scattering2D(J, (n, n), L, max_order=2)``
-gives ``K = 1 + L*J + L^2*J*(J-1)/2`` maps (J=3, L=8: 217) of size ``n / 2^J``.
-Shapes: ``(B, C, n, n) -> (B, C*K, n/2^J, n/2^J)``, output channel ``c*K + k``.
+gives ``K = 1 + L*J + L^2*J*(J-1)/2`` maps (J=3, L=8: 217) of size
+``n // 2^J`` (Kymatio floors: 28 -> 3 at J=3).
+Shapes: ``(B, C, n, n) -> (B, C*K, n//2^J, n//2^J)``, output channel ``c*K + k``.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class ScatteringTree(nn.Module):
         backend: ``"torch"`` or ``"torch_skcuda"`` (needs cupy, scikit-cuda and a CUDA GPU).
 
     Kymatio's filters are registered buffers of the wrapped module, so ``.to(device)``
-    moves them. Shapes: ``(B, C, M, N) -> (B, C*K, M/2^J, N/2^J)``.
+    moves them. Shapes: ``(B, C, M, N) -> (B, C*K, M//2^J, N//2^J)``.
     """
 
     def __init__(

@@ -1,0 +1,1 @@
+"""Tracking: the MLflow store (one per runs folder), run logging for `train` and sweeps, the server."""

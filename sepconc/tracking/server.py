@@ -199,7 +199,7 @@ def upgrade_schema(backend_store_uri: str, timeout_s: float = 300.0) -> None:
         Path(backend_store_uri.split(":///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlflow", "db", "upgrade", backend_store_uri]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         raise UserError(
             f"mlflow db upgrade {backend_store_uri} took over {timeout_s:.0f} s; "
@@ -207,8 +207,7 @@ def upgrade_schema(backend_store_uri: str, timeout_s: float = 300.0) -> None:
         ) from None
     if done.returncode != 0:
         raise UserError(
-            f"mlflow db upgrade {backend_store_uri} failed: "
-            f"{_last_line(done.stderr + done.stdout)}"
+            f"mlflow db upgrade {backend_store_uri} failed: {_last_line(done.stderr + done.stdout)}"
         )
 
 
