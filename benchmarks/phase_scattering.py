@@ -9,7 +9,7 @@ Times are the minimum over ``--reps`` runs after one warm-up (the machine is sha
 the minimum is the least noisy statistic). Target: the fast path's forward+backward
 >= 3x faster than Fourier summed over the four sizes, at <= 1e-4 error.
 
-    python benchmarks/phase_scattering.py [--batch 128] [--threads 2] [--reps 5]
+    python -m benchmarks.phase_scattering [--batch 128] [--threads 2] [--reps 5]  (repo root)
 """
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ def main() -> None:
             line += f" {f * 1e3:>6.1f}/{b * 1e3:>6.1f}"
         else:
             ff, fb = tot["fourier"]
-            line += f"  {f * 1e3:>6.1f}/{b * 1e3:>6.1f} {ff / f:>5.1f}/{fb / b:>5.1f} {worst[m]:>8.1e}"
+            line += (
+                f"  {f * 1e3:>6.1f}/{b * 1e3:>6.1f} {ff / f:>5.1f}/{fb / b:>5.1f} {worst[m]:>8.1e}"
+            )
     print(line)
     for m in ("conv", "auto"):
         ratio = tot["fourier"][1] / tot[m][1]

@@ -26,7 +26,7 @@ ARCHS = ("analysis", "scatnet", "scatnetblock", "scatnetblockanalysis")
 NON_LINEARITIES = ("absolute", "softshrink", "relu")
 CLASSIFIERS = ("fc", "mlp")
 BACKENDS = ("torch", "torch_skcuda")
-PHASE_METHODS = ("auto", "fourier", "conv")
+PHASE_METHODS = ("auto", "fourier", "conv", "dense")
 DEVICES = ("auto", "cpu", "cuda")
 
 # Per-block options: one value per block; a single value is repeated, a short
@@ -72,7 +72,7 @@ class ModelConfig:
     nb_l_mlp: int = 2
     """Number of hidden layers of the mlp classifier."""
     phase_method: str = "auto"
-    """How phase scattering is computed: auto (fastest exact path) | fourier (oracle) | conv."""
+    """Phase scattering path: auto (fastest) | fourier (oracle) | conv (13x13, <=1e-4) | dense (exact, n<=32)."""
 
     @property
     def blocks(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import itertools
 import os
 import selectors
 import signal
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(240)  # last resort; each step has its own deadline
 START_TIMEOUT_S = 90
 PASSWORD = "s3parati0n-test-only"  # throwaway password of a throwaway test server
 
@@ -232,3 +234,34 @@ def test_basic_auth_requires_the_admin_credentials(tmp_path):
         server.stop()
     assert server.proc.returncode == 0
     assert not [p for p in server.children if alive(p)]
+
+
+def test_server_command_has_the_safe_defaults(tmp_path):
+    from sepconc.tracking.server import ServerOptions, build_command
+
+    runs = (tmp_path / "runs").resolve()
+    cmd, extra_env = build_command(ServerOptions(port=5123, runs_dir=runs))
+    arg = dict(itertools.pairwise(cmd))
+    assert arg["--host"] == "127.0.0.1" and arg["--workers"] == "1"
+    assert arg["--backend-store-uri"] == f"sqlite:///{runs / 'mlflow.db'}"
+    assert arg["--artifacts-destination"] == str(runs / "mlflow-artifacts")
+    assert "--serve-artifacts" in cmd and "--app-name" not in cmd
+    assert extra_env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    hosts = arg["--allowed-hosts"].split(",")
+    assert {"127.0.0.1:5123", "localhost:5123"} <= set(hosts)
+    assert not [h for h in hosts if "*" in h or h.startswith(("10.", "172.", "192.168."))]
+
+    opts = ServerOptions(
+        host="0.0.0.0", port=5123, runs_dir=runs, allowed_hosts=["mlflow.example.org"],
+        auth=True, admin_password=PASSWORD,
+    )  # fmt: skip
+    cmd, extra_env = build_command(opts)
+    arg = dict(itertools.pairwise(cmd))
+    assert arg["--app-name"] == "basic-auth"
+    assert {"mlflow.example.org", "mlflow.example.org:5123", "localhost"} <= set(
+        arg["--allowed-hosts"].split(",")
+    )
+    assert extra_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == PASSWORD
+    assert extra_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert len(extra_env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) >= 32
+    assert PASSWORD not in " ".join(cmd) and PASSWORD not in repr(opts)

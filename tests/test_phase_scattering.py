@@ -95,7 +95,7 @@ def test_shapes(method: str, n: int) -> None:
 @pytest.mark.parametrize("n", SIZES)
 def test_fast_paths_match_fourier(kind: str, n: int) -> None:
     """Conv (13x13 truncation) within 1e-4 relative L2; dense is exact to rounding."""
-    shape = (1, 3, n, n) if n > 56 else (2, 3, n, n)
+    shape = (1, 1, n, n) if n > 56 else (2, 3, n, n)
     seed = 1000 + n
     xn = np.random.default_rng(seed).standard_normal(shape) if kind == "random" else None
     x = torch.from_numpy(xn if xn is not None else _smooth(shape, seed))

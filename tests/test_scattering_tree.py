@@ -13,10 +13,8 @@ from sepconc.scattering import ScatteringTree, scattering_tree_channels
 from sepconc.scattering import tree as tree_module
 
 
-@pytest.mark.parametrize("J", (2, 3))
-@pytest.mark.parametrize("n", (28, 32))
-def test_shape_and_channels(J: int, n: int) -> None:
-    L = 8
+@pytest.mark.parametrize(("J", "n", "L"), [(2, 28, 4), (2, 32, 4), (3, 28, 4), (3, 32, 8)])
+def test_shape_and_channels(J: int, n: int, L: int) -> None:
     K = scattering_tree_channels(J, L)
     assert K == 1 + L * J + L * L * J * (J - 1) // 2
     y = ScatteringTree(J, (n, n), L)(torch.randn(2, 3, n, n))

@@ -16,6 +16,7 @@ from sepconc.errors import UserError
 
 PASSWORD_ENV = "SEPCONC_MLFLOW_ADMIN_PASSWORD"
 SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
+MIN_PASSWORD_LEN = 12  # MLflow 3 refuses shorter admin passwords
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -95,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
                 f"--auth needs the admin password in ${PASSWORD_ENV}, which is unset or "
                 f"empty; export {PASSWORD_ENV}=... (there is no default password)"
             )
+        if len(password) < MIN_PASSWORD_LEN:
+            raise UserError(
+                f"${PASSWORD_ENV} has {len(password)} characters; MLflow's basic auth needs "
+                f"at least {MIN_PASSWORD_LEN}: choose a longer password"
+            )
     opts = ServerOptions(
         host=args.host,
         port=args.port,
@@ -109,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if not is_loopback(opts.host):
         print(
-            f"warning: --host {opts.host} is reachable from other machines; "
-            + ("" if opts.auth else "anyone who can reach it can read and write runs (--auth); ")
-            + "prefer 127.0.0.1 with SSH port forwarding",
+            f"warning: --host {opts.host} is reachable from other machines"
+            + ("" if opts.auth else " and anyone who reaches it can read and write runs (--auth)")
+            + "; prefer 127.0.0.1 with SSH port forwarding, or limit access with a firewall",
             file=sys.stderr,
         )
 

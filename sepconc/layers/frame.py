@@ -73,7 +73,10 @@ class TightFrame(nn.Module):
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """Frame coefficients of the normalized patches, `F x_p / ||x_p||`: `(B, width, n', n')`."""
-        reset_atom_norms(self.weight, self.atom_norm)
+        # Through `.data`: the reset must not bump the parameter's autograd version, or a
+        # second forward before `backward()` (e.g. `A(x) - A(-x)`) invalidates the first
+        # graph. Values only change after an optimizer/Parseval step, which bumps it itself.
+        reset_atom_norms(self.weight.data, self.atom_norm)
         z = F.conv2d(x, self.weight, stride=self.stride)
         return z / self.patch_norms(x).clamp_min(1e-12)
 

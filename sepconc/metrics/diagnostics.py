@@ -21,20 +21,13 @@ import math
 import torch
 from torch import Tensor
 
+from sepconc.frames import target_atom_norm  # noqa: F401 - re-exported
+
 #: Largest number of distinct pairs for which the median coherence is computed exactly.
 EXACT_MEDIAN_PAIRS = 2048 * 2047 // 2
 #: Histogram bins on [0, 1] for the median coherence of larger frames.
 HIST_BINS = 1 << 16
 _ROW_CHUNK = 512
-
-
-def target_atom_norm(width: int, d: int) -> float:
-    """Atom norm of a unit-bound tight frame of ``width`` atoms in R^d.
-
-    ``sqrt(d / width)`` when ``width > d`` (the norms of a Parseval frame average to it),
-    else 1 (orthonormal rows).
-    """
-    return math.sqrt(d / width) if width > d else 1.0
 
 
 def frame_diagnostics(weight: Tensor, target_norm: float, tol: float = 0.01) -> dict[str, float]:

@@ -24,12 +24,12 @@ from .phase_conv import (
 from .phase_fourier import padding_index, phase_scattering_fourier
 
 __all__ = [
+    "AUTO_DENSE_MAX_N",
+    "DEFAULT_KERNEL_SIZE",
+    "DENSE_MAX_N",
+    "METHODS",
     "PhaseScattering2D",
     "phase_scattering_channels",
-    "DEFAULT_KERNEL_SIZE",
-    "METHODS",
-    "DENSE_MAX_N",
-    "AUTO_DENSE_MAX_N",
 ]
 
 #: Spatial support of the convolution path. Relative L2 error to the Fourier
@@ -65,11 +65,13 @@ class PhaseScattering2D(nn.Module):
         kernel_size: odd spatial support of the ``"conv"`` path.
 
     ``"auto"`` rule, every device: ``"dense"`` for ``n <= 16``, ``"conv"`` above.
-    Measured on CPU (float32, forward+backward, batch 64, 1-2 threads): at n = 4, 8, 16
-    the matrix product is 4-100x faster than the convolution (whose CPU backward is
-    slow), at n = 32 the convolution is ~2x faster than the matrix; the convolution
-    beats Fourier at every size measured (4 to 224). CUDA was not measured (no GPU
-    here); the same rule is used there.
+    Measured on CPU (2-core shared machine, float32, forward+backward): at the CIFAR-10
+    block sizes with batch 128 the dense form is 4-37x faster than Fourier at n = 16, 8,
+    4 (and 2-15x faster than the convolution, whose CPU backward is slow); at n = 32 the
+    convolution beats the dense matrix, and at n = 32..224 it is 1.4-5x faster than
+    Fourier at training batch sizes (Fourier only wins, by <= 1.5x, on small batches
+    whose FFT temporaries fit in cache). CUDA was not measured (no GPU was available);
+    the same rule is used there.
 
     Buffers (float64, non-persistent, moved by ``.to(device)``; cast to the input's
     dtype in ``forward``): ``fourier`` ``(1 + L, M, M)``, ``pad_idx`` ``(M,)``,

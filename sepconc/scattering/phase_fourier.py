@@ -28,7 +28,7 @@ import torch
 
 from .filters import pad_left, padded_size
 
-__all__ = ["reflect_index", "padding_index", "phase_scattering_fourier"]
+__all__ = ["padding_index", "phase_scattering_fourier", "reflect_index"]
 
 
 def reflect_index(i: np.ndarray, n: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def phase_scattering_fourier(
     """
     if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
         raise ValueError(f"expected a (B, C, n, n) input, got shape {tuple(x.shape)}")
-    B, C, n, _ = x.shape
+    B, C = x.shape[:2]
     M = filters.shape[-1]
     L = filters.shape[0] - 1
     xp = x.index_select(-2, pad_idx).index_select(-1, pad_idx)  # (B, C, M, M)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+from kymatio.scattering2d.frontend.torch_frontend import (
+    ScatteringTorch2D,  # not kymatio.torch (1D/3D)
+)
 from torch import nn
-
-# The 2D frontend module directly: ``kymatio.torch`` also imports the 1D and 3D ones.
-from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D
 
 from sepconc.errors import UserError
 
-__all__ = ["ScatteringTree", "scattering_tree_channels", "BACKENDS"]
+__all__ = ["BACKENDS", "ScatteringTree", "scattering_tree_channels"]
 
 BACKENDS = ("torch", "torch_skcuda")
 

@@ -102,9 +102,16 @@ def log_report(client, run_id: str, metrics: dict[str, Any], step: int, tags=Non
 def log_params(client, run_id: str, params: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    items = [Param(k, param_text(v)[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start : start + 100])
+
+
+def param_text(value: Any) -> str:
+    """A parameter as text that `yaml.safe_load` reads back to the same value."""
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def last_logged_step(client, run_id: str, key: str = "val_acc1") -> int:

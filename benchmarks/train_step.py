@@ -1,0 +1,153 @@
+"""Training throughput (images/s) of the real training step on CPU, for the paper's models.
+
+One step is `sepconc.loop.train_epoch`'s: forward, cross-entropy, backward, SGD (momentum,
+weight decay groups), Parseval step on every frame and projection. Inputs are random
+tensors of the data set's shape (no data loading is measured). Models (the seed README's
+command lines):
+
+    mnist-analysis        analysis, frame 2048 atoms 14x14 / stride 7, relu
+    mnist-scatnet         scatnet J=3, P=128
+    cifar10-scatnet       scatnet J=3, P=128
+    cifar10-scatnetblock  scatnetblock, 4 blocks, P 64 128 256 512
+    cifar10-sba-relu      scatnetblockanalysis, 4 blocks, P 64..512, widths 1024..8192, relu
+
+    python benchmarks/train_step.py [--batch 128] [--threads 2] [--warmup 2] [--steps 5]
+        [--phase-method auto|fourier|conv | --compare] [--only NAME ...]
+
+`--compare` times every model with phase scattering twice, `fourier` then `auto`, and
+prints the speed-up of `auto` (the other models have no phase scattering and run once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+from sepconc.config import Config
+from sepconc.loop import build_optimizer, train_epoch
+from sepconc.model import build_model
+
+MODELS = {
+    "mnist-analysis": {
+        "dataset": "mnist",
+        "arch": "analysis",
+        "frame_kernel_size": [14],
+        "frame_width": [2048],
+        "frame_stride": [7],
+        "non_linearity": "relu",
+    },
+    "mnist-scatnet": {
+        "dataset": "mnist",
+        "arch": "scatnet",
+        "scattering_J": 3,
+        "P_proj_size": [128],
+    },
+    "cifar10-scatnet": {
+        "dataset": "cifar10",
+        "arch": "scatnet",
+        "scattering_J": 3,
+        "P_proj_size": [128],
+    },
+    "cifar10-scatnetblock": {
+        "dataset": "cifar10",
+        "arch": "scatnetblock",
+        "n_blocks": 4,
+        "P_proj_size": [64, 128, 256, 512],
+    },
+    "cifar10-sba-relu": {
+        "dataset": "cifar10",
+        "arch": "scatnetblockanalysis",
+        "n_blocks": 4,
+        "P_proj_size": [64, 128, 256, 512],
+        "non_linearity": "relu",
+        "frame_width": [1024, 2048, 4096, 8192],
+    },
+}
+PHASE_ARCHS = ("scatnetblock", "scatnetblockanalysis")
+
+
+def images_per_second(flat: dict, phase_method: str, batch: int, warmup: int, steps: int):
+    """Build the model, run `warmup` then `steps` training steps; (images/s, seconds/step)."""
+    config = Config.from_flat({**flat, "phase_method": phase_method, "batch_size": batch})
+    torch.manual_seed(0)
+    net = build_model(config)
+    shape, classes = net.plans[0], net.classifier
+    image_shape = (shape.in_channels, shape.in_size, shape.in_size)
+    n_classes = classes.head.out_features
+    optimizer = build_optimizer(net, 0.01, 0.9, 1e-4)
+    gen = torch.Generator().manual_seed(0)
+
+    def batches(count: int):
+        return [
+            (
+                torch.randn(batch, *image_shape, generator=gen),
+                torch.randint(0, n_classes, (batch,), generator=gen),
+            )
+            for _ in range(count)
+        ]
+
+    device = torch.device("cpu")
+    beta = config.optim.pars_beta
+    train_epoch(net, net, optimizer, batches(warmup), beta, 0, device, print_freq=10**9)
+    data = batches(steps)
+    started = time.perf_counter()
+    train_epoch(net, net, optimizer, data, beta, 1, device, print_freq=10**9)
+    seconds = (time.perf_counter() - started) / steps
+    return batch / seconds, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
+    parser.add_argument("--phase-method", choices=("auto", "fourier", "conv"), default="auto")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="time phase-scattering models with fourier and auto; print the ratio",
+    )
+    parser.add_argument("--only", nargs="+", choices=list(MODELS), help="models to run")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = args.only or list(MODELS)
+    print(
+        f"CPU, {args.threads} threads, batch {args.batch}, float32, {args.warmup} warm-up + "
+        f"{args.steps} timed steps (forward, loss, backward, SGD, Parseval)"
+    )
+    if args.compare:
+        print(f"{'model':<22} {'fourier img/s':>14} {'auto img/s':>11} {'auto/fourier':>13}")
+    else:
+        print(f"{'model':<22} {'phase':>8} {'img/s':>9} {'s/step':>8}")
+    for name in names:
+        flat = MODELS[name]
+        has_phase = flat["arch"] in PHASE_ARCHS
+        if args.compare:
+            timed = {}
+            for method in ("fourier", "auto") if has_phase else ("auto",):
+                timed[method], _ = images_per_second(
+                    flat, method, args.batch, args.warmup, args.steps
+                )
+            if has_phase:
+                ratio = timed["auto"] / timed["fourier"]
+                print(
+                    f"{name:<22} {timed['fourier']:>14.1f} {timed['auto']:>11.1f} {ratio:>12.2f}x"
+                )
+            else:
+                print(f"{name:<22} {'-':>14} {timed['auto']:>11.1f} {'(no phase)':>13}")
+        else:
+            rate, seconds = images_per_second(
+                flat, args.phase_method, args.batch, args.warmup, args.steps
+            )
+            method = args.phase_method if has_phase else "-"
+            print(f"{name:<22} {method:>8} {rate:>9.1f} {seconds:>8.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

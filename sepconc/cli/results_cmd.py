@@ -1,0 +1,49 @@
+"""`launch.py status | compare | best`: read a sweep's results from MLflow."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    for name, helptext in (("status", "trial table: state, epoch/rung, last and best metric"),
+                           ("compare", "side-by-side table of trials (params that vary)")):  # fmt: skip
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("name", help="sweep name")
+        p.add_argument("--runs-dir", default="runs")
+        if name == "compare":
+            p.add_argument("--csv", action="store_true", help="CSV on stdout")
+        p.set_defaults(func=run_table)
+    b = sub.add_parser("best", help="top-k trials; --out writes a config `train --config` retrains")
+    b.add_argument("name")
+    b.add_argument("-k", type=int, default=1, help="how many trials (default 1)")
+    b.add_argument("--out", help="write the best trial's config here (YAML)")
+    b.add_argument("--runs-dir", default="runs")
+    b.set_defaults(func=run_best)
+
+
+def run_table(args: argparse.Namespace) -> int:
+    from sepconc.sweep.results import format_table, sweep_table
+
+    rows = sweep_table(args.name, args.runs_dir)
+    if args.command == "status":
+        keep = ("trial", "status", "epoch", "rung", "final_val_acc1", "best_val_acc1", "run_id")
+        rows = [{k: r[k] for k in keep if k in r} for r in rows]
+    print(format_table(rows, as_csv=getattr(args, "csv", False)))
+    return 0
+
+
+def run_best(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sepconc.errors import UserError
+    from sepconc.sweep.results import best_trials, export_config, format_table
+
+    if args.k < 1:
+        raise UserError(f"-k must be >= 1, got {args.k}")
+    rows = best_trials(args.name, args.k, args.runs_dir)
+    print(format_table(rows))
+    if args.out:
+        export_config(args.name, rows[0]["run_id"], Path(args.out), args.runs_dir)
+        print(f"wrote {args.out}: retrain with `python launch.py train --config {args.out}`")
+    return 0

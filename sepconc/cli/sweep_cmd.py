@@ -1,0 +1,75 @@
+"""`launch.py sweep | validate | resume`: run, check and continue sweeps."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="launch a sweep from a YAML file")
+    p.add_argument("file", help="sweep file (see sweeps/)")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="join this Ray cluster (default: $RAY_ADDRESS, else embedded local Ray)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value, e.g. --set base.epochs=3 --set samples=2")
+    p.add_argument("--name", help="sweep name (default: the file's name:)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
+    p.add_argument("--runs-dir", default="runs", help="runs folder (default: ./runs)")
+    p.set_defaults(func=run_sweep)
+
+    v = sub.add_parser("validate", help="expand a sweep and build every architecture, no training")
+    v.add_argument("file")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    v.set_defaults(func=run_validate)
+
+    r = sub.add_parser("resume", help="continue an interrupted sweep")
+    r.add_argument("name")
+    mode = r.add_mutually_exclusive_group()
+    mode.add_argument("--retry-errored", action="store_true",
+                      help="retry failed trials from their last checkpoint")
+    mode.add_argument("--restart-errored", action="store_true",
+                      help="restart failed trials from scratch")
+    r.add_argument("--address", default=os.environ.get("RAY_ADDRESS"))
+    r.add_argument("--runs-dir", default="runs")
+    r.set_defaults(func=run_resume)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from sepconc.sweep.driver import launch
+    from sepconc.sweep.spec import load_sweep
+    from sepconc.sweep.validate import validate_sweep
+
+    validate_sweep(load_sweep(args.file, args.overrides, args.name), build=False)
+    summary = launch(args.file, args.overrides, args.name, args.address, args.tracking_uri,
+                     args.runs_dir)  # fmt: skip
+    return _print_summary(summary, args.runs_dir)
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    from sepconc.sweep.driver import resume
+
+    mode = "retry" if args.retry_errored else "restart" if args.restart_errored else None
+    return _print_summary(resume(args.name, mode, args.address, args.runs_dir), args.runs_dir)
+
+
+def _print_summary(summary: dict, runs_dir: str) -> int:
+    from sepconc.sweep.results import print_table, sweep_table
+
+    print_table(sweep_table(summary["name"], runs_dir), title=f"sweep {summary['name']}")
+    print(f"{summary['trials']} trials in {summary['seconds']:.0f} s; "
+          f"errors: {summary['errors'] or 0}")
+    print(f"compare: python launch.py compare {summary['name']}   "
+          f"best: python launch.py best {summary['name']} --out best.yaml")
+    print(f"MLflow UI: mlflow ui --backend-store-uri {summary['tracking_uri']}")
+    return 1 if summary["errors"] else 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from sepconc.sweep.spec import load_sweep
+    from sepconc.sweep.validate import summary_lines, validate_sweep
+
+    spec = load_sweep(args.file, args.overrides)
+    for line in summary_lines(spec, validate_sweep(spec)):
+        print(line)
+    return 0

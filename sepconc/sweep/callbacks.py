@@ -1,0 +1,205 @@
+"""Driver-side Tune callbacks: MLflow parent/child runs, and the live progress view.
+
+The MLflow callback replaces Ray's stock `MLflowLoggerCallback`, which makes flat
+runs, sends one HTTP call per key and opens duplicate runs after a restore:
+- one child run per trial under the sweep's parent run (`mlflow.parentRunId`),
+  found again by its `sepconc.trial_id` tag after `resume` (no duplicates);
+- one batched call per report, `step=epoch`; an epoch already logged (a retried
+  trial re-reporting from its checkpoint) is not logged twice;
+- tags: sweep, trial id, status (running/completed/early_stopped/failed), the
+  ASHA rung where a trial stopped, the nodes its workers ran on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from ray.tune import Callback
+
+from sepconc.sweep.space import describe
+from sepconc.tracking.store import (
+    PARENT,
+    TAG_KIND,
+    TAG_NODES,
+    TAG_REASON,
+    TAG_RUNG,
+    TAG_STATUS,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    last_logged_step,
+    log_params,
+    log_report,
+)
+
+log = logging.getLogger(__name__)
+
+
+def asha_rungs(scheduler: dict[str, Any]) -> list[int]:
+    """ASHA's milestones: `grace_period * reduction_factor^k` below `max_t`."""
+    if scheduler.get("type") != "asha":
+        return []
+    rungs, t = [], scheduler["grace_period"]
+    while t < scheduler["max_t"]:
+        rungs.append(int(t))
+        t *= scheduler["reduction_factor"]
+    return rungs
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str,
+                 base: dict[str, Any], epochs: int, scheduler: dict[str, Any]):  # fmt: skip
+        self.uri, self.experiment_id, self.parent = uri, experiment_id, parent_run_id
+        self.sweep, self.base, self.epochs, self.scheduler = sweep, base, epochs, scheduler
+        self._client = None
+        self._runs: dict[str, str] = {}  # trial id -> run id
+        self._logged: dict[str, int] = {}  # run id -> last epoch logged
+        self._last_epoch: dict[str, int] = {}
+
+    def __getstate__(self):  # pickled into Tune's experiment state: drop live objects
+        state = self.__dict__.copy()
+        state.update(_client=None, _runs={}, _logged={}, _last_epoch={})
+        return state
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.uri)
+        return self._client
+
+    def run_for(self, trial) -> str:
+        """The trial's child run: found by tag (after resume) or created with its params."""
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_TRIAL}` = '{trial.trial_id}' and "
+            f"tags.`{TAG_SWEEP}` = '{self.sweep}'",
+        )
+        params = trial.config.get("params", {})
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self._logged[run_id] = last_logged_step(self.client, run_id)
+        else:
+            tags = {PARENT: self.parent, TAG_KIND: "trial", TAG_SWEEP: self.sweep,
+                    TAG_TRIAL: trial.trial_id, TAG_STATUS: "running"}  # fmt: skip
+            run = self.client.create_run(self.experiment_id, run_name=_run_name(trial), tags=tags)
+            run_id = run.info.run_id
+            log_params(self.client, run_id, {**self.base, **params})
+            self._logged[run_id] = 0
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        run_id = self.run_for(trial)
+        self.client.set_tag(run_id, TAG_STATUS, "running")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch = int(result.get("epoch", 0))
+        run_id = self.run_for(trial)
+        self._last_epoch[trial.trial_id] = max(epoch, self._last_epoch.get(trial.trial_id, 0))
+        if epoch <= self._logged.get(run_id, 0):
+            return  # re-reported after a retry from an earlier checkpoint: already logged
+        tags = {TAG_NODES: result["sepconc_nodes"]} if "sepconc_nodes" in result else None
+        log_report(self.client, run_id, result, step=epoch, tags=tags)
+        self._logged[run_id] = epoch
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self.run_for(trial)
+        last = self._last_epoch.get(trial.trial_id) or last_logged_step(self.client, run_id)
+        target = int(trial.config.get("params", {}).get("epochs", self.epochs))
+        if last >= target:
+            self.client.set_tag(run_id, TAG_STATUS, "completed")
+        else:
+            rungs = [r for r in asha_rungs(self.scheduler) if r <= last]
+            self.client.set_tag(run_id, TAG_STATUS, "early_stopped")
+            self.client.set_tag(run_id, TAG_RUNG, str(rungs[-1] if rungs else last))
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_for(trial)
+        self.client.set_tag(run_id, TAG_STATUS, "failed")
+        self.client.set_tag(run_id, TAG_REASON, _error_line(trial))
+        self.client.set_terminated(run_id, "FAILED")
+
+
+def _run_name(trial) -> str:
+    return f"{trial.trial_id} {describe(trial.config.get('params', {}))}"[:250]
+
+
+def _error_line(trial) -> str:
+    """The last meaningful line of a trial's error (e.g. 'loss became nan at epoch 3')."""
+    text = ""
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except OSError:
+        text = str(getattr(trial, "error_msg", "") or "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "TrainingDiverged" in line or "Error" in line:
+            return line[:500]
+    return (lines[-1] if lines else "unknown error")[:500]
+
+
+class ProgressCallback(Callback):
+    """A line per trial event (and a live table on a terminal) while the sweep runs."""
+
+    def __init__(self, metric: str, total: int):
+        self.metric, self.total = metric, total
+        self._state: dict[str, dict[str, Any]] = {}
+        self._live = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_live"] = None
+        return state
+
+    def _update(self, trial, **changes) -> None:
+        row = self._state.setdefault(trial.trial_id, {"params": describe(
+            trial.config.get("params", {})), "status": "PENDING", "epoch": 0, "metric": None})  # fmt: skip
+        row.update(changes)
+        if sys.stdout.isatty():
+            self._render()
+
+    def _render(self) -> None:
+        from rich.live import Live
+        from rich.table import Table
+
+        table = Table(title=f"sweep: {len(self._state)}/{self.total} trials started")
+        for column in ("trial", "params", "status", "epoch", self.metric):
+            table.add_column(column)
+        for trial_id, row in sorted(self._state.items()):
+            value = "" if row["metric"] is None else f"{row['metric']:.4g}"
+            table.add_row(trial_id, row["params"], row["status"], str(row["epoch"]), value)
+        if self._live is None:
+            self._live = Live(table, refresh_per_second=2, transient=False)
+            self._live.start()
+        self._live.update(table)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._update(trial, status="RUNNING")
+        log.info("trial %s started: %s", trial.trial_id, describe(trial.config.get("params", {})))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._update(trial, epoch=result.get("epoch"), metric=result.get(self.metric))
+        log.info("trial %s epoch %s %s=%.4g", trial.trial_id, result.get("epoch"), self.metric,
+                 result.get(self.metric, float("nan")))  # fmt: skip
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._update(trial, status="DONE")
+        log.info("trial %s finished", trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._update(trial, status="ERROR")
+        log.warning("trial %s failed: %s", trial.trial_id, _error_line(trial))
+
+    def on_experiment_end(self, trials, **info):
+        if self._live is not None:
+            self._live.stop()
+            self._live = None

@@ -1,0 +1,125 @@
+"""Read a sweep's results back from MLflow: `status`, `compare`, `best` (and `best --out`).
+
+MLflow is the record: one child run per trial under the sweep's parent run,
+with the trial's resolved parameters, per-epoch metrics and status tags.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sepconc.config import FIELD_SECTION, Config
+from sepconc.errors import UserError
+from sepconc.sweep.driver import read_meta
+from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL
+
+# Internal per-trial settings that are not part of what the user swept.
+_HIDDEN = {"num_workers", "tracking", "checkpoint_every", "checkpoint_keep", "out", "resume"}
+
+
+def trial_runs(name: str, runs_dir: str | Path = "runs") -> tuple[dict, list]:
+    """The sweep's metadata and its child runs (MLflow `Run` objects)."""
+    from mlflow.tracking import MlflowClient
+
+    meta = read_meta(name, runs_dir)
+    client = MlflowClient(meta["tracking_uri"])
+    runs = client.search_runs([meta["experiment_id"]],
+                              filter_string=f"tags.`{PARENT}` = '{meta['parent_run_id']}'",
+                              max_results=10000)  # fmt: skip
+    return meta, runs
+
+
+def _last_block(metrics: dict[str, float]) -> str | None:
+    blocks = sorted({k.split("/")[0] for k in metrics if k.startswith("block") and "/fisher" in k})
+    return blocks[-1] if blocks else None
+
+
+def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str = "val_acc1") -> list[dict]:
+    """One row per trial: id, status, epoch, rung, the params that vary, final/best metric."""
+    _, runs = trial_runs(name, runs_dir)
+    params = [r.data.params for r in runs]
+    varying = sorted(k for k in set().union(*params) if k not in _HIDDEN
+                     and len({p.get(k) for p in params}) > 1) if params else []  # fmt: skip
+    rows = []
+    for run in runs:
+        m = run.data.metrics
+        row: dict[str, Any] = {"trial": run.data.tags.get(TAG_TRIAL, run.info.run_id[:8]),
+                               "status": run.data.tags.get(TAG_STATUS, run.info.status.lower()),
+                               "epoch": int(m.get("epoch", 0)),
+                               "rung": run.data.tags.get(TAG_RUNG, "")}  # fmt: skip
+        row.update({k: run.data.params.get(k, "") for k in varying})
+        row[f"final_{metric}"] = m.get(metric, math.nan)
+        row[f"best_{metric}"] = m.get(f"best_{metric}", m.get(metric, math.nan))
+        block = _last_block(m)
+        if block:  # separation/concentration of the last block, next to accuracy
+            row[f"{block}_fisher"] = m.get(f"{block}/fisher", math.nan)
+            row[f"{block}_within_rel"] = m.get(f"{block}/within_rel", math.nan)
+            row[f"{block}_ncm_acc"] = m.get(f"{block}/ncm_acc", math.nan)
+        row["run_id"] = run.info.run_id
+        rows.append(row)
+    rows.sort(key=lambda r: -_num(r[f"best_{metric}"]))
+    return rows
+
+
+def _num(value) -> float:
+    return value if isinstance(value, (int, float)) and not math.isnan(value) else -math.inf
+
+
+def best_trials(name: str, k: int = 1, runs_dir: str | Path = "runs") -> list[dict]:
+    """The top `k` trials by their best validation top-1 (completed or stopped)."""
+    rows = [r for r in sweep_table(name, runs_dir) if r["status"] != "failed"]
+    if not rows:
+        raise UserError(f"sweep '{name}' has no finished trial yet; see `status {name}`")
+    return rows[:k]
+
+
+def export_config(name: str, run_id: str, out: Path, runs_dir: str | Path = "runs") -> Config:
+    """Write the trial's full training config as YAML that `train --config` retrains."""
+    from mlflow.tracking import MlflowClient
+
+    meta = read_meta(name, runs_dir)
+    run = MlflowClient(meta["tracking_uri"]).get_run(run_id)
+    flat = {k: yaml.safe_load(v) for k, v in run.data.params.items()
+            if k in FIELD_SECTION and k not in _HIDDEN}  # fmt: skip
+    config = Config.from_flat(flat, where=f"trial {run_id}")
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(f"# best trial of sweep {name} (MLflow run {run_id})\n"
+                   + yaml.safe_dump(flat, sort_keys=False))  # fmt: skip
+    tmp.replace(out)
+    return config
+
+
+def format_table(rows: list[dict], as_csv: bool = False) -> str:
+    if not rows:
+        return "(no trials yet)"
+    columns = [c for c in rows[0] if c != "run_id"] + ["run_id"]
+    if as_csv:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def print_table(rows: list[dict], title: str = "") -> None:
+    if title:
+        print(title)
+    print(format_table(rows))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
