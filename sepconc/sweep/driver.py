@@ -168,8 +168,7 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
     import ray
     from ray import tune
 
-    from sepconc.sweep.callbacks import MlflowSweepCallback, ProgressCallback
-    from sepconc.sweep.space import trial_count, tune_param_space
+    from sepconc.sweep.space import trial_count
     from sepconc.sweep.trial import run_trial
 
     start_ray(address, spec, paths)
