@@ -111,10 +111,24 @@ def check_resources(spec: SweepSpec, total: dict[str, float], nodes: int, paths)
         )
 
 
+def trial_resources(spec: SweepSpec) -> dict[str, float]:
+    """What Tune reserves for a trial's own process.
+
+    A multi-worker trial only supervises (its Train workers hold the CPUs/GPUs), so it
+    reserves a token amount of memory; a 1-worker trial trains in that process and
+    reserves the worker's resources.
+    """
+    if spec.workers == 1:
+        gpus = spec.gpus_per_worker
+        return {"CPU": spec.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
+    return {"CPU": 0, "memory": 1}
+
+
 def parent_run(client, exp_id: str, spec: SweepSpec, meta_dir: Path) -> str:
     """The sweep's parent run: reused if it exists, else created with the sweep file attached."""
     found = client.search_runs(
-        [exp_id], filter_string=f"tags.`{TAG_SWEEP}` = '{spec.name}' and tags.`{TAG_KIND}` = 'sweep'"
+        [exp_id],
+        filter_string=f"tags.`{TAG_SWEEP}` = '{spec.name}' and tags.`{TAG_KIND}` = 'sweep'",
     )
     if found:
         run_id = found[0].info.run_id
@@ -182,8 +196,7 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
                  "trials_dir": paths.under("trials", spec.name) if paths.local_storage else None,
                  "cache_dir": paths.under("cache")}  # fmt: skip
         trainable = tune.with_parameters(run_trial, sweep=fixed)
-        # The trial function only supervises; its DDP workers hold the real resources.
-        trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1})
+        trainable = tune.with_resources(trainable, trial_resources(spec))
         experiment = paths.under("tune", spec.name)
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable,
@@ -218,6 +231,8 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
                                   grace_period=sched["grace_period"],
                                   reduction_factor=sched["reduction_factor"])  # fmt: skip
     concurrent = spec.resources.get("max_concurrent_trials")
+    # Train retries multi-worker trials itself; a 1-worker trial runs in Tune's process: Tune retries.
+    in_process_retries = spec.max_retries if spec.workers == 1 else 0
     callbacks = [
         MlflowSweepCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
                             spec.name, spec.base, spec.epochs, sched),
@@ -231,7 +246,7 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
                                     trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(name=spec.name, storage_path=paths.under("tune"),
                                   callbacks=callbacks, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+                                  failure_config=tune.FailureConfig(max_failures=in_process_retries)),
     )  # fmt: skip
 
 

@@ -34,11 +34,9 @@ def run_trial(tune_config: dict[str, Any], sweep: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = ray.tune.get_context().get_trial_id()
-    flat = {**sweep["base"], **tune_config["params"]}
-    flat.update(num_workers=sweep["workers"], tracking=False,
-                checkpoint_every=sweep["checkpoint_every"], checkpoint_keep=sweep["checkpoint_keep"],
-                out=str(Path(sweep["trials_dir"]) / trial_id) if sweep["trials_dir"] else None)  # fmt: skip
-    flat.setdefault("seed", 0)
+    if sweep["workers"] == 1:
+        return run_in_trial_process(tune_config, sweep, trial_id)
+    flat = trial_flat(tune_config, sweep, trial_id)
     gpus = sweep["gpus_per_worker"]
     resources = {"CPU": sweep["cpus_per_worker"], **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
@@ -59,26 +57,49 @@ def run_trial(tune_config: dict[str, Any], sweep: dict[str, Any]) -> None:
     trainer.fit()
 
 
+def trial_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> dict:
+    """The flat training config of a trial: base + sampled params + the sweep's run settings."""
+    flat = {**sweep["base"], **tune_config["params"]}
+    flat.update(num_workers=sweep["workers"], tracking=False,
+                checkpoint_every=sweep["checkpoint_every"], checkpoint_keep=sweep["checkpoint_keep"],
+                out=str(Path(sweep["trials_dir"]) / trial_id) if sweep["trials_dir"] else None)  # fmt: skip
+    flat.setdefault("seed", 0)
+    return flat
+
+
+def run_in_trial_process(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> None:
+    """A 1-worker trial trains in the Tune trial process itself: no Train worker group to start
+    (~10 s per trial saved), reports go straight to Tune (`ray.tune.report`), and a retried or
+    resumed trial continues from `ray.tune.get_checkpoint()`. Tune holds the worker's resources.
+    """
+    import ray.tune
+
+    _train_with_reporter(trial_flat(tune_config, sweep, trial_id), trial_id,
+                         ray.tune.get_checkpoint(), ray.tune.report, ray.tune.Checkpoint)  # fmt: skip
+
+
 def worker_loop(loop_config: dict[str, Any]) -> None:
     """Runs in every Ray Train worker: restore the checkpoint if any, then `sepconc.train`."""
     import ray.train
 
+    _train_with_reporter(dict(loop_config["flat"]), loop_config["trial_id"],
+                         ray.train.get_checkpoint(), ray.train.report, ray.train.Checkpoint)  # fmt: skip
+
+
+def _train_with_reporter(flat: dict, trial_id: str, checkpoint, report, checkpoint_cls) -> None:
+    """Restore the trial's last checkpoint if any, then `sepconc.train` reporting every epoch."""
     from sepconc.config import Config
-    from sepconc.distributed import current_world
     from sepconc.trainer import train
 
-    flat = dict(loop_config["flat"])
     scratch = Path(tempfile.mkdtemp(prefix="sepconc-trial-"))
     if flat.get("out") is None:
         flat["out"] = str(scratch / "run")
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         restored = scratch / "restored"
         checkpoint.to_directory(str(restored))
         flat["resume"] = str(restored)
-    nodes = _gather_nodes()
-    config = Config.from_flat(flat, where=f"trial {loop_config['trial_id']}")
-    reporter = RayReporter(scratch, nodes, is_main=current_world().is_main)
+    config = Config.from_flat(flat, where=f"trial {trial_id}")
+    reporter = RayReporter(scratch, _gather_nodes(), report, checkpoint_cls)
     try:
         train(config, hooks=[reporter])
     finally:
@@ -86,22 +107,21 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
 
 
 class RayReporter:
-    """Epoch hook: `ray.train.report` on every rank; rank 0 attaches the checkpoint file."""
+    """Epoch hook: `report` (Train's or Tune's) on every rank; rank 0 attaches the checkpoint."""
 
-    def __init__(self, scratch: Path, nodes: str, is_main: bool):
-        self.scratch, self.nodes, self.is_main = scratch, nodes, is_main
+    def __init__(self, scratch: Path, nodes: str, report, checkpoint_cls):
+        self.scratch, self.nodes = scratch, nodes
+        self.report, self.checkpoint_cls = report, checkpoint_cls
 
     def __call__(self, report) -> bool:
-        import ray.train
-
         checkpoint = None
         if report.checkpoint is not None:
             folder = self.scratch / f"report-{report.epoch:04d}"
             folder.mkdir()
             _link_or_copy(report.checkpoint, folder / report.checkpoint.name)
-            checkpoint = ray.train.Checkpoint.from_directory(str(folder))
+            checkpoint = self.checkpoint_cls.from_directory(str(folder))
         metrics = {**report.metrics, "sepconc_nodes": self.nodes}
-        ray.train.report(metrics, checkpoint=checkpoint)
+        self.report(metrics, checkpoint=checkpoint)
         if checkpoint is not None:
             shutil.rmtree(checkpoint.path, ignore_errors=True)
         return False
