@@ -150,6 +150,10 @@ class RunConfig:
     """Validation images in the fixed probe set of the class statistics."""
     cache: bool = True
     """Reuse fixed front-end features computed once (see sepconc.cache)."""
+    cache_dir: str | None = None
+    """Folder of the front-end cache (default runs/cache; a sweep uses <storage>/cache)."""
+    cache_max_gib: float = 8.0
+    """Largest front-end feature array (one split) written to the cache, in GiB."""
 
 
 @dataclass
@@ -221,7 +225,8 @@ class Config:
                     "lr": o.lr, "learning_rate_adjust_frequency": o.learning_rate_adjust_frequency,
                     "nb_classes": d.nb_classes, "print_freq": r.print_freq,
                     "num_workers": r.num_workers, "checkpoint_every": r.checkpoint_every,
-                    "checkpoint_keep": r.checkpoint_keep, "stats_probe_size": r.stats_probe_size}  # fmt: skip
+                    "checkpoint_keep": r.checkpoint_keep, "stats_probe_size": r.stats_probe_size,
+                    "cache_max_gib": r.cache_max_gib}  # fmt: skip
         for name, value in positive.items():
             if not value > 0:
                 raise UserError(f"{where}: {name} must be > 0, got {value}")

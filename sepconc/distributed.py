@@ -88,6 +88,12 @@ def launch_local(fn, nprocs: int, device_type: str, *args) -> None:
 
 def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args) -> None:
     os.environ["LOCAL_RANK"] = str(rank)
+    # A spawned process starts with no logging config: rank 0 logs like the parent, others warn.
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(rank)

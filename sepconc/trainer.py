@@ -27,6 +27,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from sepconc.batches import rank_batches
+from sepconc.cache import cached_splits
 from sepconc.checkpoint import (
     checkpoint_path,
     list_checkpoints,
@@ -129,10 +130,12 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
     per_rank = config.optim.batch_size // world.size
     common = dict(world=world.size, rank=world.rank, seed=seed, workers=config.data.workers,
                   pin_memory=device.type == "cuda")  # fmt: skip
-    train_batches = rank_batches(data.train, per_rank, shuffle=True, **common)
-    val_batches = rank_batches(data.val, per_rank, shuffle=False, **common)
+    splits = cached_splits(net, data, config, device, verbose=world.is_main)  # first front-end
+    train_batches = rank_batches(splits.train, per_rank, shuffle=True, **common)
+    val_batches = rank_batches(splits.val, per_rank, shuffle=False, **common)
     if config.run.evaluate:
-        metrics = {f"val_{k}": v for k, v in evaluate(model, val_batches, device).items()}
+        val = evaluate(model, val_batches, device, frontend_done=splits.val_cached)
+        metrics = {f"val_{k}": v for k, v in val.items()}
         log.info("evaluation: %s", _summary(metrics))
         return TrainResult(str(run_dir), start_epoch, False, metrics["val_acc1"], metrics)
 
@@ -150,9 +153,10 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
         with progress.epoch(epoch + 1, config.optim.epochs, len(data.train)) as advance:
             train_sums = train_epoch(model, net, optimizer, train_batches, config.optim.pars_beta,
                                      epoch + 1, device, config.run.print_freq,
+                                     frontend_done=splits.train_cached,
                                      progress=advance)  # fmt: skip
         train_seconds = time.perf_counter() - started
-        val = evaluate(model, val_batches, device)
+        val = evaluate(model, val_batches, device, frontend_done=splits.val_cached)
         metrics = _epoch_metrics(epoch + 1, lr, train_sums, val, train_seconds, started, net)
         if world.is_main:
             metrics.update(weight_diagnostics(net))

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sepconc.errors import UserError
 from sepconc.sweep.spec import SweepSpec, check_name, load_sweep
@@ -81,6 +83,7 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
 
     env = {"env_vars": dict(RAY_ENV)}
     if address:
+        check_address(address)  # Ray's own connect retries for long and prints many lines
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # a token-auth cluster needs it set
         try:
             ray.init(address=address, runtime_env=env, logging_level=logging.WARNING,
@@ -93,6 +96,31 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
         ray.init(runtime_env=env, logging_level=logging.WARNING, log_to_driver=False,
                  include_dashboard=True, dashboard_host="127.0.0.1")  # fmt: skip
     check_resources(spec, ray.cluster_resources(), len(ray.nodes()), paths)
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when nothing listens at a Ray `--address`, before `ray.init`.
+
+    A plain TCP connect to `HOST:PORT` (or `ray://HOST:PORT`); `auto` and `local` are
+    left to Ray. Nothing is sent, nothing is started.
+    """
+    if address in ("auto", "local"):
+        return
+    try:
+        parts = urlsplit("//" + address.split("://", 1)[-1])
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or port is None:
+        raise UserError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379 or "
+                        f"ray://10.0.0.5:10001); fix it or drop --address")  # fmt: skip
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot reach Ray cluster at {address} ({exc.strerror or exc}); start it "
+                        f"(`ray up cluster.yaml` or `ray start --head`), check the address with "
+                        f"`ray status`, or drop --address") from None  # fmt: skip
 
 
 def check_resources(spec: SweepSpec, total: dict[str, float], nodes: int, paths) -> None:
@@ -149,6 +177,8 @@ def launch(path: str, overrides=(), name=None, address=None, tracking_uri=None,
     if (paths.meta_dir / "sweep.json").exists():
         raise UserError(f"sweep '{spec.name}' already exists in {paths.runs_dir}/sweeps; use "
                         f"`resume {spec.name}`, or --name NEW to start another")  # fmt: skip
+    if address:
+        check_address(address)  # before anything is written
     uri = tracking_uri or spec.tracking.get("uri") or default_tracking_uri(paths.runs_dir)
     client = open_client(uri)  # fails fast on an unreachable server, before anything is written
     paths.meta_dir.mkdir(parents=True, exist_ok=True)
@@ -174,8 +204,11 @@ def resume(name: str, mode: str | None = None, address=None, runs_dir="runs") ->
                       name)  # fmt: skip
     paths = sweep_paths(spec, runs_dir)
     paths.storage = meta["storage"]
+    address = address or meta.get("address")
+    if address:
+        check_address(address)
     open_client(meta["tracking_uri"])
-    return _run(spec, paths, meta, address or meta.get("address"), resume=mode or "unfinished")
+    return _run(spec, paths, meta, address, resume=mode or "unfinished")
 
 
 def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | None):

@@ -64,6 +64,8 @@ def trial_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str
                 checkpoint_every=sweep["checkpoint_every"], checkpoint_keep=sweep["checkpoint_keep"],
                 out=str(Path(sweep["trials_dir"]) / trial_id) if sweep["trials_dir"] else None)  # fmt: skip
     flat.setdefault("seed", 0)
+    if sweep.get("cache_dir") and not flat.get("cache_dir"):
+        flat["cache_dir"] = sweep["cache_dir"]  # trials share the front-end cache <storage>/cache
     return flat
 
 

@@ -1,0 +1,296 @@
+"""Real sweeps: `launch.py sweep | resume | compare | best` with embedded Ray and MLflow sqlite.
+
+Each test runs `launch.py` in a subprocess from the repository root (so its embedded
+Ray goes away with the process) on the `synthetic` set (1x16x16, 10 classes) with
+2-worker gloo DDP trials, and reads the record back from the MLflow store.
+
+Proves:
+- an ASHA sweep makes one parent run and one child run per trial, each with a per-epoch
+  history at steps 1..k (no step twice); trials that learn slower (smaller `lr`, later in
+  the grid) are stopped at a rung below `max_t`, and with `max_concurrent_trials: 1`
+  every later trial still ran (a stopped trial frees its workers); the table printed at
+  the end is `compare --csv`; `best --out` writes a config that `train --config` runs;
+- a driver SIGKILLed mid-sweep leaves no Ray process of its own behind, and `resume`
+  finishes the sweep: the completed trial keeps its run id and metric history (not rerun),
+  one child run per trial (no duplicates), none left RUNNING.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.ray
+
+ROOT = Path(__file__).resolve().parents[1]
+PARENT = "mlflow.parentRunId"
+
+# Learning rates in decreasing order: with the grid run in order, each later trial is
+# worse at epoch 1 than those before it (measured, epoch 2 val_acc1: 100, 92, 11, 5),
+# so ASHA (grace 1, rf 2) stops it at rung 1.
+LRS = [0.01, 0.001, 0.0001, 0.00001]
+
+BASE = {
+    "dataset": "synthetic",
+    "arch": "analysis",
+    "frame_width": [16],
+    "frame_kernel_size": [4],
+    "frame_stride": [4],
+    "epochs": 3,
+    "batch_size": 100,
+    "lr": 0.01,
+    "learning_rate_adjust_frequency": 2,
+    "workers": 0,
+    "seed": 0,
+    "device": "cpu",
+    "stats_every": 1,
+    "stats_probe_size": 100,
+}
+
+
+def sweep_file(tmp_path: Path, name: str, lrs: list[float], scheduler: dict) -> Path:
+    spec = {
+        "name": name,
+        "base": BASE,
+        "search": {"lr": {"grid": lrs}},
+        "scheduler": scheduler,
+        "resources": {"workers_per_trial": 2, "cpus_per_worker": 1, "max_concurrent_trials": 1},
+        "failure": {"max_retries": 1},
+        "checkpoint": {"every": 1, "keep": 2},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out.update(RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="180", PYTHONUNBUFFERED="1",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # fmt: skip
+    out.pop("RAY_ADDRESS", None)
+    return out
+
+
+def launch(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env(),
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def check_ok(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, (
+        f"rc {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
+    return proc.stdout
+
+
+def client_for(runs: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+
+
+def sweep_runs(client, name: str) -> tuple[list, list]:
+    """(parent runs, child runs) of sweep `name`."""
+    exp = client.get_experiment_by_name(name)
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`sepconc.kind` = 'sweep'")
+    children = client.search_runs(
+        [exp.experiment_id], filter_string="tags.`sepconc.kind` = 'trial'"
+    )
+    return parents, children
+
+
+def history(client, run_id: str, key: str = "val_acc1") -> list[tuple[int, float, int]]:
+    return sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key))
+
+
+def assert_steps(client, run) -> int:
+    """Steps of the per-epoch history are exactly 1..k; returns k."""
+    for key in ("val_acc1", "train_loss", "epoch", "block1/fisher"):
+        steps = [s for s, _, _ in history(client, run.info.run_id, key)]
+        assert steps == list(range(1, len(steps) + 1)), f"{key} steps {steps}"
+    epochs = history(client, run.info.run_id, "epoch")
+    assert [v for _, v, _ in epochs] == [float(s) for s, _, _ in epochs]
+    return len(epochs)
+
+
+def parse_table(text: str) -> list[dict[str, str]]:
+    """The fixed-width table `print_table` writes (columns start where the header's do)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = lines[0]
+    names, starts, at = header.split(), [], 0
+    for n in names:
+        at = header.index(n, at)
+        starts.append(at)
+        at += len(n)
+    rows = []
+    for line in lines[1:]:
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None])]
+        rows.append(dict(zip(names, cells)))
+    return rows
+
+
+def fmt(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return "nan" if number != number else f"{number:.4g}"
+
+
+def test_asha_sweep_records_compares_and_exports(tmp_path):
+    runs = tmp_path / "runs"
+    name = "asha-e2e"
+    path = sweep_file(tmp_path, name, LRS,
+                      {"type": "asha", "grace_period": 1, "reduction_factor": 2, "max_t": 3})  # fmt: skip
+    out = check_ok(launch("sweep", str(path), "--runs-dir", str(runs)))
+
+    client = client_for(runs)
+    parents, children = sweep_runs(client, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == len(LRS)
+    assert {c.data.tags[PARENT] for c in children} == {parents[0].info.run_id}
+    by_lr = {float(c.data.params["lr"]): c for c in children}
+    assert sorted(by_lr) == sorted(LRS)
+    epochs = {lr: assert_steps(client, run) for lr, run in by_lr.items()}
+    statuses = {lr: run.data.tags["sepconc.status"] for lr, run in by_lr.items()}
+    # Every trial ran (max_concurrent_trials 1: a stopped trial must free its workers).
+    assert all(k >= 1 for k in epochs.values()), epochs
+    assert statuses[LRS[0]] == "completed" and epochs[LRS[0]] == 3
+    stopped = [lr for lr, s in statuses.items() if s == "early_stopped"]
+    assert stopped, statuses
+    for lr in stopped:
+        rung = int(by_lr[lr].data.tags["sepconc.asha_rung"])
+        assert rung < 3 and epochs[lr] < 3, (lr, rung, epochs[lr])
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["sepconc.nodes"].count(",") == 1  # two DDP workers
+
+    # The final table is `compare --csv`, row for row.
+    lines = out.splitlines()
+    first = lines.index(f"sweep {name}") + 1
+    last = next(i for i, line in enumerate(lines) if " trials in " in line)
+    printed = parse_table("\n".join(lines[first:last]))
+    listed = list(csv.DictReader(io.StringIO(check_ok(
+        launch("compare", name, "--csv", "--runs-dir", str(runs))))))  # fmt: skip
+    assert len(printed) == len(listed) == len(LRS)
+    for shown, row in zip(printed, listed):
+        assert set(shown) == set(row)
+        assert {k: fmt(v) for k, v in row.items()} == shown
+
+    # best --out retrains with train --config.
+    best = tmp_path / "best.yaml"
+    check_ok(launch("best", name, "--out", str(best), "--runs-dir", str(runs)))
+    exported = yaml.safe_load(best.read_text())
+    assert exported["lr"] == LRS[0] and exported["dataset"] == "synthetic"
+    retrain = tmp_path / "retrain"
+    check_ok(launch("train", "--config", str(best), "--epochs", "1", "--no-tracking",
+                    "--out", str(retrain), timeout=120))  # fmt: skip
+    rows = (retrain / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 1
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """{pid: start time} of every live process below `pid` (from /proc)."""
+    parent_of, started = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent_of[int(entry.name)] = int(fields[1])
+        started[int(entry.name)] = fields[19]
+    found, frontier = {}, [pid]
+    while frontier:
+        current = frontier.pop()
+        for child, parent in parent_of.items():
+            if parent == current and child not in found:
+                found[child] = started[child]
+                frontier.append(child)
+    return found
+
+
+def alive(procs: dict[int, str]) -> dict[int, str]:
+    """The processes of `procs` still running (same pid and start time, not a zombie)."""
+    left = {}
+    for pid, start in procs.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[19] == start and fields[0] != "Z":
+            left[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]
+    return left
+
+
+def test_killed_driver_resumes_without_rerun_or_duplicates(tmp_path):
+    runs = tmp_path / "runs"
+    name = "kill-resume"
+    lrs = LRS[:3]
+    path = sweep_file(tmp_path, name, lrs, {"type": "fifo"})
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen([sys.executable, "launch.py", "sweep", str(path), "--runs-dir",
+                               str(runs)], cwd=ROOT, env=env(), stdout=log, stderr=log,
+                              start_new_session=True)  # fmt: skip
+    ours: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 300
+        completed = None
+        while completed is None:
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "no trial completed within 300 s"
+            time.sleep(1)
+            ours.update(descendants(driver.pid))
+            if not (runs / "mlflow.db").exists() or not (runs / "sweeps" / name).exists():
+                continue
+            try:
+                _, children = sweep_runs(client_for(runs), name)
+            except Exception:  # the store is being created
+                continue
+            done = [c for c in children if c.data.tags.get("sepconc.status") == "completed"]
+            completed = done[0] if done else None
+        ours.update(descendants(driver.pid))
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+        deadline = time.monotonic() + 30
+        while alive(ours) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = alive(ours)
+        assert not left, f"Ray processes of the killed driver still running: {left}"
+    finally:
+        log.close()
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        for pid in alive(ours):  # never leave our own processes behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    client = client_for(runs)
+    kept_id = completed.info.run_id
+    kept = {k: history(client, kept_id, k) for k in ("val_acc1", "epoch", "train_loss")}
+    assert [s for s, _, _ in kept["epoch"]] == [1, 2, 3]
+
+    out = check_ok(launch("resume", name, "--runs-dir", str(runs)))
+    assert "3 trials" in out
+    parents, children = sweep_runs(client, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == len(lrs), [c.data.tags.get("sepconc.trial_id") for c in children]
+    assert len({c.data.tags["sepconc.trial_id"] for c in children}) == len(lrs)
+    assert kept_id in {c.info.run_id for c in children}
+    assert {k: history(client, kept_id, k) for k in kept} == kept  # not rerun
+    for run in children:
+        assert run.info.status == "FINISHED", run.data.tags
+        assert run.data.tags["sepconc.status"] == "completed"
+        assert assert_steps(client, run) == 3
