@@ -42,25 +42,63 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path, keep: int | None = None) -> Path:
-    """Write `state` to `path` atomically; then delete all but the newest `keep` files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `state` to `path` atomically; then delete all but the newest `keep` files.
+
+    A failed write (full disk, quota, permissions) is a `CheckpointError` naming `path`
+    and the OS's reason; the temporary file is removed and earlier checkpoints stay.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
-            torch.save(state, handle)
+            writer = _WriteRecorder(handle)
+            try:
+                torch.save(state, writer)
+            except RuntimeError:  # torch reports a failed write as "unexpected pos ..."
+                if writer.error is None:
+                    raise
+                raise writer.error from None
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise CheckpointError(
             f"could not write checkpoint {path}: {exc.strerror or exc}; "
             f"free space or fix permissions there (the previous checkpoint is intact)"
         ) from None
+    except BaseException:
+        _remove(tmp)
+        raise
     if keep:
         for old in list_checkpoints(path.parent)[:-keep]:
             old.unlink(missing_ok=True)
     return path
+
+
+class _WriteRecorder:
+    """A file handle that remembers the `OSError` of a failed write (torch.save hides it)."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        log.warning("could not remove the partial checkpoint %s", path)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -97,12 +135,14 @@ def resolve_resume(target: str | Path) -> list[Path]:
 
 
 def load_latest_good(candidates: list[Path], map_location="cpu") -> tuple[Path, dict[str, Any]]:
-    """Load the first candidate that reads; log each corrupt one and fall back to the next."""
+    """Load the first candidate that reads; warn about each bad one that has a successor to
+    fall back to (the last one's error is raised, not also logged: one line for the user)."""
     errors = []
-    for path in candidates:
+    for i, path in enumerate(candidates):
         try:
             return path, load_checkpoint(path, map_location)
         except CheckpointError as exc:
-            log.warning("%s; trying an earlier checkpoint", exc)
             errors.append(str(exc))
+            if i + 1 < len(candidates):
+                log.warning("%s; falling back to %s", exc, candidates[i + 1])
     raise CheckpointError(errors[0] if len(errors) == 1 else f"no readable checkpoint: {errors[0]}")

@@ -43,7 +43,7 @@ GOOD_SWEEP = {
     "scheduler": {"type": "fifo"},
     "resources": {"workers_per_trial": 1},
 }  # fmt: skip
-SYN = "train --dataset synthetic -j 0"  # a train command line that needs no data file
+SYN = "train --dataset synthetic -j 0 -a analysis --frame-width 16"  # needs no data file
 
 
 def sweep_text(**changes) -> str:
@@ -83,7 +83,7 @@ SETUPS = {"imagenet": _imagenet, "cifar": _cifar}
 CASES: dict[str, Case] = {
     # ------------------------------------------------------------ sweep files (validate)
     "yaml_syntax_error": Case(
-        "validate s.yaml", r"s\.yaml: YAML syntax error at line 3\b",
+        "validate s.yaml", r"s\.yaml: YAML syntax error at line 4, column 7: .*; fix the file",
         {"s.yaml": "name: s\nbase:\n  dataset: [synthetic\n  arch: analysis\n"},
     ),
     "unknown_key_suggests": Case(
@@ -203,7 +203,7 @@ CASES: dict[str, Case] = {
         r"P_kernel_size 2 must be odd",
     ),
     "unknown_flag": Case(
-        f"{SYN} --frobnicate 3", r"launch\.py train: unrecognized arguments: --frobnicate 3"
+        f"{SYN} --frobnicate 3", r"unrecognized arguments: --frobnicate 3 \(see --help\)"
     ),
 }  # fmt: skip
 
@@ -212,7 +212,9 @@ def _listing(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-def _run_case(name: str, tmp: Path) -> tuple[subprocess.CompletedProcess, set[str], set[str], float]:
+def _run_case(
+    name: str, tmp: Path
+) -> tuple[subprocess.CompletedProcess, set[str], set[str], float]:
     case = CASES[name]
     tmp.mkdir(parents=True)
     for rel, text in case.files.items():
@@ -253,4 +255,4 @@ def test_bad_input_is_one_line_and_leaves_nothing(results, name):
     assert len(lines) == 1 and lines[0].strip() and lines[0].startswith("error:"), stderr[-3000:]
     assert re.search(CASES[name].expect, lines[0]), lines[0]
     assert after == before, f"created: {sorted(after - before)}"
-    assert seconds < 60, f"{name} took {seconds:.0f} s"
+    assert seconds < 110, f"{name} took {seconds:.0f} s"  # generous: a loaded machine

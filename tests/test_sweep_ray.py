@@ -29,6 +29,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.proctree import alive, descendants, kill_all
+
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,41 +200,6 @@ def test_asha_sweep_records_compares_and_exports(tmp_path):
     assert len(rows) == 1
 
 
-def descendants(pid: int) -> dict[int, str]:
-    """{pid: start time} of every live process below `pid` (from /proc)."""
-    parent_of, started = {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent_of[int(entry.name)] = int(fields[1])
-        started[int(entry.name)] = fields[19]
-    found, frontier = {}, [pid]
-    while frontier:
-        current = frontier.pop()
-        for child, parent in parent_of.items():
-            if parent == current and child not in found:
-                found[child] = started[child]
-                frontier.append(child)
-    return found
-
-
-def alive(procs: dict[int, str]) -> dict[int, str]:
-    """The processes of `procs` still running (same pid and start time, not a zombie)."""
-    left = {}
-    for pid, start in procs.items():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[19] == start and fields[0] != "Z":
-            left[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]
-    return left
-
-
 def test_killed_driver_resumes_without_rerun_or_duplicates(tmp_path):
     runs = tmp_path / "runs"
     name = "kill-resume"
@@ -271,11 +238,7 @@ def test_killed_driver_resumes_without_rerun_or_duplicates(tmp_path):
         log.close()
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-        for pid in alive(ours):  # never leave our own processes behind
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(ours)  # never leave our own processes behind
 
     client = client_for(runs)
     kept_id = completed.info.run_id

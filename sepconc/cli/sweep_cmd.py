@@ -21,6 +21,9 @@ def register(sub) -> None:
     v = sub.add_parser("validate", help="expand a sweep and build every architecture, no training")
     v.add_argument("file")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    v.add_argument("--no-build", dest="build", action="store_false",
+                   help="check shapes and parameter counts by formula only (fast): do not "
+                        "instantiate the models")  # fmt: skip
     v.set_defaults(func=run_validate)
 
     r = sub.add_parser("resume", help="continue an interrupted sweep")
@@ -70,6 +73,6 @@ def run_validate(args: argparse.Namespace) -> int:
     from sepconc.sweep.validate import summary_lines, validate_sweep
 
     spec = load_sweep(args.file, args.overrides)
-    for line in summary_lines(spec, validate_sweep(spec)):
+    for line in summary_lines(spec, validate_sweep(spec, build=args.build)):
         print(line)
     return 0

@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from sepconc.loop import TrainingDiverged
     from sepconc.trainer import train
 
+    preflight(config)
     hooks = []
     if config.tracking.tracking:
         from sepconc.tracking.train_run import mlflow_train_hooks
@@ -119,11 +120,32 @@ def run(args: argparse.Namespace) -> int:
         for hook in hooks:
             hook.fail(str(exc))
         return 1
+    except BaseException as exc:  # a bad checkpoint, a crash, Ctrl-C: never leave it RUNNING
+        for hook in hooks:
+            hook.fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        raise
     for hook in hooks:
         hook.finish(result.run_dir)
     print(f"run folder: {result.run_dir}")
     print(f"best val_acc1: {result.best_val_acc1:.2f}  epochs: {result.epochs_done}")
     return 0
+
+
+def preflight(config) -> None:
+    """Refuse now, before anything is written (MLflow run, run folder), what `train` would
+    refuse later: an architecture that does not fit the data set's images, a missing or
+    mis-laid data folder, a bad class-indices file, a `--resume` path without a checkpoint.
+    Reads no image and no checkpoint."""
+    from sepconc.checkpoint import resolve_resume
+    from sepconc.data import check_data, dataset_spec
+    from sepconc.model import plan_model
+
+    d = config.data
+    plan_model(config.model, dataset_spec(d.dataset, d.nb_classes)[0])
+    check_data(d.dataset, d.data, download=d.download, nb_classes=d.nb_classes,
+               class_indices=d.class_indices, seed=config.run.seed or 0)  # fmt: skip
+    if config.run.resume:
+        resolve_resume(config.run.resume)
 
 
 def dry_run(config) -> int:

@@ -5,6 +5,6 @@ train_transform_is_random, identity)`; `dataset_spec(name)` -> `((C, H, W), clas
 without reading files. See `sepconc.data.registry` for the table of datasets.
 """
 
-from sepconc.data.registry import DATASETS, DataBundle, build_datasets, dataset_spec
+from sepconc.data.registry import DATASETS, DataBundle, build_datasets, check_data, dataset_spec
 
-__all__ = ["DATASETS", "DataBundle", "build_datasets", "dataset_spec"]
+__all__ = ["DATASETS", "DataBundle", "build_datasets", "check_data", "dataset_spec"]

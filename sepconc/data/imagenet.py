@@ -141,14 +141,15 @@ def choose_classes(
     return sorted(int(i) for i in chosen), f"random, seed {seed}"
 
 
-def build_imagenet(
-    root: str,
-    *,
-    nb_classes: int = IMAGENET_CLASSES,
-    class_indices: str | None = None,
-    seed: int = 0,
-) -> DataBundle:
-    """Train/val `ImageFolder`s over the chosen classes, images `(3, 224, 224)`."""
+def select_classes(
+    root: str, nb_classes: int, class_indices: str | None, seed: int
+) -> tuple[str, list[str], list[int], str]:
+    """Check the layout and choose the classes, reading no image (also `train`'s pre-flight).
+
+    Returns `(absolute root, sorted class folders of root/train, chosen indices, how)`;
+    `UserError` for a missing train/ or val/, no class folders, a bad class-indices file,
+    or a chosen class without a val/ folder.
+    """
     root = os.path.abspath(os.path.expanduser(root))
     train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
     for d in (train_dir, val_dir):
@@ -161,13 +162,26 @@ def build_imagenet(
     if not folders:
         raise UserError(f"no class folders in {train_dir}: expected {LAYOUT}; check --data DIR")
     indices, how = choose_classes(len(folders), nb_classes, seed, class_indices)
-    names = [folders[i] for i in indices]
-    missing = [c for c in names if not os.path.isdir(os.path.join(val_dir, c))]
+    missing = [folders[i] for i in indices if not os.path.isdir(os.path.join(val_dir, folders[i]))]
     if missing:
         raise UserError(
             f"{len(missing)} chosen classes have no folder in {val_dir} (e.g. {_show(missing)}); "
             f"train/ and val/ must hold the same class folders ({LAYOUT})"
         )
+    return root, folders, indices, how
+
+
+def build_imagenet(
+    root: str,
+    *,
+    nb_classes: int = IMAGENET_CLASSES,
+    class_indices: str | None = None,
+    seed: int = 0,
+) -> DataBundle:
+    """Train/val `ImageFolder`s over the chosen classes, images `(3, 224, 224)`."""
+    root, folders, indices, how = select_classes(root, nb_classes, class_indices, seed)
+    names = [folders[i] for i in indices]
+    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
     try:
         train = ClassSubsetImageFolder(train_dir, names, train_transform())
         val = ClassSubsetImageFolder(val_dir, names, val_transform())

@@ -137,11 +137,7 @@ def build_datasets(
     ImageNet class subset (see `sepconc.data.imagenet`); `class_indices` is an
     error for other datasets, and a non-default `nb_classes` is ignored there.
     """
-    _check_name(dataset)
-    if class_indices is not None and dataset != "imagenet":
-        raise UserError(
-            f"--class-indices {class_indices} only applies to imagenet, not {dataset}; drop it"
-        )
+    _check_arguments(dataset, root, download, class_indices)
     if dataset != "imagenet" and nb_classes not in (IMAGENET_CLASSES, _SPECS[dataset][1]):
         log.warning(
             "nb_classes=%d ignored: %s always has %d classes",
@@ -153,11 +149,7 @@ def build_datasets(
         from sepconc.data import offline
 
         return offline.build_digits() if dataset == "digits" else offline.build_synthetic()
-    if root is None:
-        raise UserError(f"dataset {dataset} needs a data folder: pass --data DIR")
     if dataset == "imagenet":
-        if download:
-            raise UserError("imagenet cannot be downloaded: put train/ and val/ under --data DIR")
         from sepconc.data import imagenet
 
         return imagenet.build_imagenet(
@@ -168,6 +160,48 @@ def build_datasets(
     if dataset == "mnist":
         return torchvision_sets.build_mnist(root, download=download)
     return torchvision_sets.build_cifar(root, hundred=dataset == "cifar100", download=download)
+
+
+def check_data(
+    dataset: str,
+    root: str | None,
+    *,
+    download: bool = False,
+    nb_classes: int = IMAGENET_CLASSES,
+    class_indices: str | None = None,
+    seed: int = 0,
+) -> None:
+    """Raise now the `UserError` that `build_datasets` would raise for a missing or mis-laid
+    folder or a bad class-indices file, reading no image (`train`'s pre-flight, run before
+    anything is written). Downloads are not checked."""
+    _check_arguments(dataset, root, download, class_indices)
+    if dataset in ("digits", "synthetic") or download:
+        return
+    if dataset == "imagenet":
+        from sepconc.data import imagenet
+
+        imagenet.select_classes(root, nb_classes, class_indices, seed)
+        return
+    from sepconc.data import torchvision_sets
+
+    if dataset == "mnist":
+        torchvision_sets.check_mnist(root)
+    else:
+        torchvision_sets.check_cifar(root, hundred=dataset == "cifar100")
+
+
+def _check_arguments(dataset: str, root: str | None, download: bool, class_indices) -> None:
+    _check_name(dataset)
+    if class_indices is not None and dataset != "imagenet":
+        raise UserError(
+            f"--class-indices {class_indices} only applies to imagenet, not {dataset}; drop it"
+        )
+    if dataset in ("digits", "synthetic"):
+        return
+    if root is None:
+        raise UserError(f"dataset {dataset} needs a data folder: pass --data DIR")
+    if dataset == "imagenet" and download:
+        raise UserError("imagenet cannot be downloaded: put train/ and val/ under --data DIR")
 
 
 def _check_name(dataset: str) -> None:

@@ -144,6 +144,32 @@ def _mnist_message(root: str, raw: str, download: bool, exc: BaseException) -> s
     )
 
 
+def check_mnist(root: str) -> None:
+    """`build_mnist`'s error for missing files, raised without reading them (pre-flight)."""
+    root = os.path.abspath(os.path.expanduser(root))
+    raw = os.path.join(root, "MNIST", "raw")
+    if not all(os.path.isfile(os.path.join(raw, f)) for f in MNIST_FILES):
+        raise UserError(_mnist_message(root, raw, False, FileNotFoundError(raw)))
+
+
+def check_cifar(root: str, *, hundred: bool = False) -> None:
+    """`UserError` naming the missing CIFAR files and the expected layout; reads none of them."""
+    root = os.path.abspath(os.path.expanduser(root))
+    cls = CIFAR100 if hundred else CIFAR10
+    name = "cifar100" if hundred else "cifar10"
+    folder = os.path.join(root, cls.base_folder)
+    expected = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    missing = [f for f in expected if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        hint = ""
+        if os.path.basename(root.rstrip(os.sep)) == cls.base_folder:
+            hint = f" ({root} is the {cls.base_folder} folder itself: pass its parent as --data)"
+        raise UserError(
+            f"{name} not found in {folder}{hint}: missing {', '.join(missing)} (expected "
+            f"{', '.join(expected)}); pass --data DIR holding {cls.base_folder}/ or add --download"
+        )
+
+
 def build_cifar(root: str, *, hundred: bool = False, download: bool = False) -> DataBundle:
     """CIFAR-10 or CIFAR-100 train (50000) / test (10000) as `(3, 32, 32)` tensors."""
     root = os.path.abspath(os.path.expanduser(root))
@@ -159,16 +185,7 @@ def build_cifar(root: str, *, hundred: bool = False, download: bool = False) -> 
                 f"could not download {name} into {root} ({_first_line(exc)}); check the network "
                 f"or place {cls.base_folder}/ there and drop --download"
             ) from None
-    expected = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    missing = [f for f in expected if not os.path.isfile(os.path.join(folder, f))]
-    if missing:
-        hint = ""
-        if os.path.basename(root.rstrip(os.sep)) == cls.base_folder:
-            hint = f" ({root} is the {cls.base_folder} folder itself: pass its parent as --data)"
-        raise UserError(
-            f"{name} not found in {folder}{hint}: missing {', '.join(missing)} (expected "
-            f"{', '.join(expected)}); pass --data DIR holding {cls.base_folder}/ or add --download"
-        )
+    check_cifar(root, hundred=hundred)
     x_train, y_train = _read_cifar_batches(folder, [f for f, _ in cls.train_list])
     x_val, y_val = _read_cifar_batches(folder, [f for f, _ in cls.test_list])
     classes = _read_cifar_meta(os.path.join(folder, cls.meta["filename"]), cls.meta["key"])

@@ -145,7 +145,7 @@ def parse_sweep(raw: dict[str, Any], text: str = "", where: str = "sweep") -> Sw
             raise UserError(f"{where}: unknown key '{key}'{suggest(str(key), TOP_KEYS)}")
     if "name" not in raw:
         raise UserError(f"{where}: missing 'name' (the sweep's name, used for its runs folder)")
-    check_name(raw["name"])
+    check_name(raw["name"], f"{where}: sweep name")
     base = _mapping(raw.get("base", {}), "base", where)
     search = _mapping(raw.get("search", {}), "search", where)
     spec = SweepSpec(name=raw["name"], base=dict(base), search={}, text=text or yaml.safe_dump(raw))

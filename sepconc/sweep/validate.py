@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sepconc.data import dataset_spec
 from sepconc.errors import UserError
@@ -23,16 +23,19 @@ def validate_sweep(spec: SweepSpec, build: bool = True) -> list[Variant]:
     With `build`, each architecture is also instantiated (on CPU) and its real
     parameter count compared with the formula.
     """
-    variants, seen = [], {}
+    variants, seen, built = [], {}, set()
     for params, config in architecture_variants(spec):
         shape, classes = dataset_spec(config.data.dataset, config.data.nb_classes)
         key = repr((config.model, shape, classes))
+        # The non-linearity has no parameters: one build serves all of its variants.
+        layout = repr((replace(config.model, non_linearity="", zero_bias=False), shape, classes))
         label = describe(params)
         try:
             if key not in seen:
                 seen[key] = expected_parameter_count(config.model, shape, classes)
-                if build:
-                    _check_built(config, shape, classes, seen[key])
+            if build and layout not in built:
+                _check_built(config, shape, classes, seen[key])
+                built.add(layout)
         except UserError as exc:
             raise UserError(f"trial {label}: {exc}") from None
         variants.append(Variant(label, seen[key]))

@@ -1,0 +1,77 @@
+"""Sweep wall time vs time inside training epochs, and ASHA vs the full grid.
+
+Runs a sweep file (default: the quickstart) through `launch.py sweep` in a fresh runs
+folder, then reads MLflow: the sum of every trial's `epoch_seconds` is the time spent
+training; the rest of the wall time is orchestration (Ray start, trial and worker
+start-up, report latency, logging). With `--compare-fifo` the same sweep runs again
+with `scheduler.type=fifo` (every trial to the end) and the trial-epochs and best
+accuracy of both are printed.
+
+    python benchmarks/sweep_overhead.py [--file sweeps/quickstart.yaml] [--compare-fifo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_sweep(file: str, runs: Path, extra: list[str]) -> float:
+    started = time.perf_counter()
+    cmd = [sys.executable, str(ROOT / "launch.py"), "sweep", file, "--runs-dir", str(runs), *extra]
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def measure(name: str, runs: Path) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    sys.path.insert(0, str(ROOT))
+    from sepconc.sweep.results import trial_runs
+
+    meta, trials = trial_runs(name, runs)
+    client = MlflowClient(meta["tracking_uri"])
+    train_s, epochs, best = 0.0, 0, 0.0
+    for run in trials:
+        history = client.get_metric_history(run.info.run_id, "epoch_seconds")
+        train_s += sum(m.value for m in history)
+        epochs += len(history)
+        best = max(best, run.data.metrics.get("best_val_acc1", 0.0))
+    return {"trials": len(trials), "trial_epochs": epochs, "train_s": train_s, "best": best}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--file", default="sweeps/quickstart.yaml")
+    parser.add_argument("--compare-fifo", action="store_true")
+    args = parser.parse_args()
+    import yaml
+
+    name = yaml.safe_load((ROOT / args.file).read_text())["name"]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = Path(tmp) / "runs"
+        wall = run_sweep(args.file, runs, [])
+        asha = measure(name, runs)
+        out = wall - asha["train_s"]
+        print(f"sweep {name}: {asha['trials']} trials, {asha['trial_epochs']} trial-epochs")
+        print(f"  wall {wall:.1f} s, inside training epochs {asha['train_s']:.1f} s "
+              f"({100 * asha['train_s'] / wall:.0f} %), outside {out:.1f} s "
+              f"({out / max(asha['trials'], 1):.1f} s per trial)")
+        if args.compare_fifo:
+            wall_f = run_sweep(args.file, runs, ["--set", "scheduler.type=fifo", "--name", f"{name}-fifo"])
+            fifo = measure(f"{name}-fifo", runs)
+            print(f"full grid (fifo): {fifo['trial_epochs']} trial-epochs, wall {wall_f:.1f} s, "
+                  f"best val_acc1 {fifo['best']:.2f} %")
+            print(f"ASHA: {asha['trial_epochs']} trial-epochs, wall {wall:.1f} s, best val_acc1 "
+                  f"{asha['best']:.2f} %  -> {fifo['trial_epochs'] / max(asha['trial_epochs'], 1):.2f}x "
+                  f"fewer trial-epochs, {wall_f / wall:.2f}x less wall time")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Sweep files without Ray: schema errors, search-space expansion, `--set`, `validate`.
+
+Proves: every mistake a user can make in a sweep file is refused before anything starts,
+with one line naming the key, the value and the fix (a close match suggested for a
+mistyped key or kind); the trial count is the product of the grids times `samples`;
+per-block lists are one grid option each; the Ray Tune space has the right domain types
+and bounds (randint's high is inclusive); `--set` overrides typed values in sections;
+every file in `sweeps/` validates; an impossible trial (a projection wider than its
+input) makes `validate` exit non-zero naming the trial and both numbers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sepconc.errors import UserError
+from sepconc.sweep.space import architecture_variants, trial_count, tune_param_space
+from sepconc.sweep.spec import load_sweep, parse_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = {"dataset": "synthetic", "arch": "analysis", "frame_width": [16],
+        "frame_kernel_size": [4], "frame_stride": [4], "epochs": 4, "batch_size": 100}  # fmt: skip
+
+
+def sweep(**changes) -> dict:
+    raw = {"name": "t", "base": dict(BASE), "search": {"lr": {"grid": [0.1, 0.01]}}}
+    raw.update(changes)
+    return raw
+
+
+def refused(raw: dict) -> str:
+    with pytest.raises(UserError) as info:
+        parse_sweep(raw, where="s.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"schedular": {"type": "asha"}}, "unknown key 'schedular' (did you mean 'scheduler'?)"),
+        ({"search": {"frame_widht": {"grid": [8]}}},
+         "unknown parameter 'search.frame_widht' (did you mean 'frame_width'?)"),
+        ({"search": {"lr": {"gird": [0.1]}}}, "search.lr: unknown kind 'gird' (did you mean 'grid'?)"),
+        ({"search": {"lr": {"grid": []}}}, "search.lr.grid needs a non-empty list, got []"),
+        ({"search": {"lr": {"grid": 0.1}}}, "search.lr.grid needs a non-empty list, got 0.1"),
+        ({"search": {"lr": [0.1, 0.01]}}, "search.lr must be one of {grid|choice|uniform"),
+        ({"search": {"lr": {"uniform": [0.1, 0.01]}}},
+         "search.lr.uniform needs [low, high] with low < high, got [0.1, 0.01]"),
+        ({"search": {"lr": {"uniform": [0.1, 0.1]}}}, "low < high, got [0.1, 0.1]"),
+        ({"search": {"lr": {"loguniform": [0, 0.1]}}}, "search.lr.loguniform needs low > 0, got 0"),
+        ({"search": {"epochs": {"randint": [1, 2, 3]}}}, "search.epochs.randint needs [low, high]"),
+        ({"search": {"non_linearity": {"grid": ["relu", "tanh"]}}},
+         "search.non_linearity='tanh': non_linearity 'tanh' is not one of absolute, softshrink, relu"),
+        ({"search": {"frame_width": {"grid": [[8, 16]]}}},
+         "frame_width has 2 values but analysis builds 1 block(s)"),
+        ({"samples": "two"}, "samples must be int, got 'two'"),
+        ({"samples": 0}, "samples must be >= 1, got 0"),
+        ({"scheduler": {"type": "asha", "grace_period": 1.5}},
+         "scheduler.grace_period must be int, got 1.5"),
+        ({"resources": {"workers_per_trial": True}}, "resources.workers_per_trial must be int, got True"),
+        ({"resources": {"gpus": 1}}, "unknown key 'resources.gpus'"),
+        ({"scheduler": {"type": "hyperband"}}, "scheduler.type must be 'asha' or 'fifo', got 'hyperband'"),
+        ({"scheduler": {"type": "ahsa"}}, "got 'ahsa' (did you mean 'asha'?)"),
+        ({"scheduler": {"type": "asha", "grace_period": 5, "max_t": 3}},
+         "scheduler.grace_period must be in [1, max_t=3], got 5"),
+        ({"scheduler": {"type": "asha", "reduction_factor": 1}},
+         "scheduler.reduction_factor must be > 1, got 1"),
+        ({"scheduler": {"type": "asha", "max_t": 10}},
+         "scheduler.max_t 10 exceeds base.epochs 4; trials never reach it, lower max_t"),
+        ({"resources": {"workers_per_trial": 3}},
+         "base.batch_size 100 is not divisible by resources.workers_per_trial 3"),
+        ({"resources": {"workers_per_trial": 0}}, "resources.workers_per_trial must be > 0, got 0"),
+        ({"name": "../evil"}, "sweep name '../evil' is not allowed"),
+        ({"name": "a/b"}, "sweep name 'a/b' is not allowed"),
+        ({"name": ".hidden"}, "sweep name '.hidden' is not allowed"),
+        ({"metric": "val_acc"}, "metric 'val_acc' is not one of"),
+        ({"mode": "maximize"}, "mode must be 'min' or 'max', got 'maximize'"),
+        ({"base": {**BASE, "epoch": 3}}, "base: unknown key 'epoch' (did you mean 'epochs'?)"),
+        ({"base": {**BASE, "epochs": "ten"}}, "epochs must be int, got 'ten'"),
+        ({"base": [1, 2]}, "base must be a mapping, got list"),
+        ({"storage": 3}, "storage must be str, got 3"),
+    ],
+)  # fmt: skip
+def test_schema_errors_name_key_value_and_fix(changes, expected):
+    message = refused(sweep(**changes))
+    assert message.startswith("s.yaml"), message
+    assert expected in message, message
+
+
+def test_missing_name_and_bad_files(tmp_path):
+    raw = sweep()
+    del raw["name"]
+    assert "missing 'name'" in refused(raw)
+    with pytest.raises(UserError, match="does not exist"):
+        load_sweep(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbase: {epochs: 3\n")
+    with pytest.raises(UserError, match=r"YAML syntax error at line \d+"):
+        load_sweep(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="a sweep file is a mapping"):
+        load_sweep(bad)
+
+
+def test_defaults_filled_in():
+    spec = parse_sweep(sweep(scheduler={"type": "asha"}))
+    assert spec.scheduler == {"type": "asha", "max_t": 4, "grace_period": 1, "reduction_factor": 2}
+    assert spec.resources == {"workers_per_trial": 1, "gpus_per_worker": 0, "cpus_per_worker": 1}
+    assert spec.failure == {"max_retries": 1} and spec.checkpoint == {"every": 1, "keep": 2}
+    assert spec.metric == "val_acc1" and spec.mode == "max"
+    assert parse_sweep(sweep(metric="val_loss")).mode == "min"  # a loss is minimized
+    assert parse_sweep(sweep()).scheduler == {"type": "fifo"}
+
+
+def test_trial_count_and_variants_with_per_block_lists():
+    base = {"dataset": "synthetic", "arch": "scatnetblockanalysis", "n_blocks": 2,
+            "scat_angles": [2], "epochs": 4, "batch_size": 100}  # fmt: skip
+    raw = sweep(base=base, samples=2, search={
+        "frame_width": {"grid": [[16, 32], [32, 64], [8, 8]]},
+        "non_linearity": {"grid": ["relu", "softshrink"]},
+        "P_proj_size": {"choice": [[4, 8], [8, 16]]},
+        "lr": {"loguniform": [0.001, 0.1]},
+    })  # fmt: skip
+    spec = parse_sweep(raw)
+    # grids multiply, choice and continuous draws do not; samples repeat the whole grid
+    assert trial_count(spec) == 3 * 2 * 2
+    variants = list(architecture_variants(spec))
+    assert len(variants) == 3 * 2 * 2  # every grid x choice combination, lr at its low end
+    widths = {tuple(config.model.frame_width) for _, config in variants}
+    assert widths == {(16, 32), (32, 64), (8, 8)}
+    projections = {tuple(config.model.P_proj_size) for _, config in variants}
+    assert projections == {(4, 8), (8, 16)}
+    assert {config.optim.lr for _, config in variants} == {0.001}
+    params, config = variants[0]
+    assert params == {"frame_width": [16, 32], "non_linearity": "relu",
+                      "P_proj_size": [4, 8], "lr": 0.001}  # fmt: skip
+    assert config.model.n_blocks == 2 and config.optim.epochs == 4  # base kept
+    assert trial_count(parse_sweep(sweep(search={}))) == 1
+    randint = parse_sweep(sweep(search={"epochs": {"randint": [2, 4]}}))
+    assert trial_count(randint) == 1
+    assert [c.optim.epochs for _, c in architecture_variants(randint)] == [2, 4]  # both ends
+
+
+def test_tune_param_space_types():
+    from ray import tune
+    from ray.tune.search.sample import Categorical, Float, Integer, LogUniform
+
+    spec = parse_sweep(sweep(search={
+        "frame_width": {"grid": [[8], [16]]},
+        "non_linearity": {"choice": ["relu", "absolute"]},
+        "lr": {"loguniform": [0.001, 0.1]},
+        "momentum": {"uniform": [0.5, 0.9]},
+        "learning_rate_adjust_frequency": {"randint": [2, 3]},
+    }))  # fmt: skip
+    space = tune_param_space(spec)["params"]
+    assert space["frame_width"] == tune.grid_search([[8], [16]])
+    assert isinstance(space["non_linearity"], Categorical)
+    assert space["non_linearity"].categories == ["relu", "absolute"]
+    assert isinstance(space["lr"], Float) and isinstance(space["lr"].get_sampler(), LogUniform)
+    assert (space["lr"].lower, space["lr"].upper) == (0.001, 0.1)
+    assert isinstance(space["momentum"], Float)
+    assert (space["momentum"].lower, space["momentum"].upper) == (0.5, 0.9)
+    rint = space["learning_rate_adjust_frequency"]
+    assert isinstance(rint, Integer) and (rint.lower, rint.upper) == (2, 4)  # YAML high inclusive
+    assert {rint.sample() for _ in range(200)} == {2, 3}
+
+
+def test_set_overrides(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(sweep()))
+    spec = load_sweep(path, ["base.epochs=2", "samples=3", "scheduler.type=asha",
+                             "scheduler.max_t=2", "base.frame_width=[8]",
+                             "search.lr={grid: [0.5]}"], name="renamed")  # fmt: skip
+    assert spec.name == "renamed" and spec.samples == 3 and spec.epochs == 2
+    assert spec.base["frame_width"] == [8] and spec.scheduler["max_t"] == 2
+    assert spec.search["lr"] == {"grid": [0.5]} and trial_count(spec) == 3
+    with pytest.raises(UserError, match="expected key=value"):
+        load_sweep(path, ["base.epochs"])
+    with pytest.raises(UserError, match="epochs must be int, got 'x'"):
+        load_sweep(path, ["base.epochs=x"])
+    with pytest.raises(UserError, match="scheduler.max_t 9 exceeds base.epochs 4"):
+        load_sweep(path, ["scheduler.type=asha", "scheduler.max_t=9"])
+    with pytest.raises(UserError, match="name is not a section"):
+        load_sweep(path, ["name.x=1"])
+
+
+def run_validate(path: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "launch.py", "validate", str(path), *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
+def test_every_sweep_file_validates(path):
+    proc = run_validate(path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    spec = load_sweep(path)
+    assert f"sweep {spec.name}: {trial_count(spec)} trials" in proc.stdout
+    assert "parameters " in proc.stdout
+
+
+def test_validate_refuses_a_projection_larger_than_its_input(tmp_path):
+    raw = sweep(base={"dataset": "synthetic", "arch": "scatnetblockanalysis", "n_blocks": 1,
+                      "scat_angles": [8], "frame_width": [16], "epochs": 2, "batch_size": 100},
+                search={"P_proj_size": {"grid": [16, 64]}})  # fmt: skip
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    proc = run_validate(path)
+    assert proc.returncode != 0
+    # phase scattering of 1 channel with 8 angles: 1 * (1 + 4 * 8) = 33 channels
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "trial P_proj_size=64" in line, proc.stderr
+    assert "P_proj_size 64 is larger than its input's 33 channels; use at most 33" in line
+    assert "Traceback" not in proc.stderr
+    ok = run_validate(path, "--set", "search.P_proj_size={grid: [16, 33]}")
+    assert ok.returncode == 0, ok.stderr
+    assert "P_proj_size=33: parameters" in ok.stdout
