@@ -122,7 +122,10 @@ def resolve_resume(target: str | Path) -> list[Path]:
     """Candidate checkpoints for `--resume`, newest first: a file, or a run/checkpoint folder."""
     target = Path(target)
     if target.is_file():
-        older = [p for p in list_checkpoints(target.parent) if p.name < target.name]
+        number = PATTERN.search(target.name)
+        limit = int(number.group(1)) if number else -1
+        older = [p for p in list_checkpoints(target.parent)
+                 if int(PATTERN.search(p.name).group(1)) < limit]  # fmt: skip
         return [target] + list(reversed(older))
     for folder in (target / "checkpoints", target):
         found = list_checkpoints(folder)

@@ -36,11 +36,11 @@ from sepconc.checkpoint import (
     save_checkpoint,
 )
 from sepconc.config import Config
-from sepconc.data import build_datasets
+from sepconc.data import build_datasets, dataset_spec
 from sepconc.distributed import World, broadcast_object, current_world, launch_local
 from sepconc.errors import UserError
 from sepconc.loop import build_optimizer, evaluate, learning_rate, train_epoch
-from sepconc.model import SepConcNet
+from sepconc.model import SepConcNet, plan_model
 from sepconc.probes import block_statistics, probe_set, weight_diagnostics
 from sepconc.progress import EpochProgress
 
@@ -85,8 +85,8 @@ def train(config: Config, hooks: Sequence[EpochHook] = ()) -> TrainResult:
     """Train (or evaluate) as `config` says; returns the final metrics.
 
     With `run.num_workers > 1` and no process group yet, starts that many local
-    processes (gloo on CPU, NCCL on CUDA); `hooks` then run in rank 0 only if
-    they are picklable, so pass none and read `metrics.jsonl` instead.
+    processes (gloo on CPU, NCCL on CUDA); `hooks` are then pickled to every
+    rank and run there (each sees `report.rank`), so they must be picklable.
     """
     config = resolve_run(config)
     already_distributed = current_world().size > 1
@@ -112,6 +112,7 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
     run_dir = Path(config.run.out)
     seed = config.run.seed
     torch.manual_seed(seed)
+    plan_model(config.model, dataset_spec(config.data.dataset, config.data.nb_classes)[0])
     data = build_datasets(config.data.dataset, config.data.data, download=config.data.download,
                           nb_classes=config.data.nb_classes,
                           class_indices=config.data.class_indices, seed=seed)  # fmt: skip

@@ -8,6 +8,7 @@
   resume falls back to the previous one with a warning naming the bad file, and continues.
 - A lone damaged checkpoint is a `CheckpointError` naming it; `launch.py train --resume` on
   it exits 2 with one `error:` line naming it.
+- An error after the MLflow run opened (e.g. that corrupt checkpoint) ends the run FAILED.
 - A NaN loss raises `TrainingDiverged` naming the epoch; `launch.py train` exits 1 with one
   `error: training diverged: ...` line and its MLflow run (the default sqlite store in the
   working folder) is FAILED with the reason in the `sepconc.failure` tag.
@@ -220,6 +221,26 @@ def test_cli_resume_of_a_corrupt_file_is_one_line(two_epochs, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith(f"error: checkpoint {bad} is corrupt or truncated"), lines[0]
+
+
+def test_failed_resume_marks_the_mlflow_run_failed(two_epochs, tmp_path, monkeypatch, capsys):
+    """Any error after the MLflow run was opened ends it FAILED with the reason (not RUNNING)."""
+    from mlflow.tracking import MlflowClient
+
+    from sepconc.cli import main
+
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"not a checkpoint")
+    monkeypatch.chdir(tmp_path)
+    import mlflow.tracking._tracking_service.utils as tracking
+
+    monkeypatch.setattr(tracking, "_tracking_uri", tracking._tracking_uri)  # main() sets it
+    assert main(["train", *FLAGS, "--epochs", "3", "--resume", str(bad)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: checkpoint {bad}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sepconc-train").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert runs[0].data.tags["sepconc.failure"].startswith(f"checkpoint {bad} is corrupt")
 
 
 # ------------------------------------------------------------------ divergence

@@ -56,10 +56,22 @@ def node_flags(ip: str) -> list[str]:
              "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
              "--runtime-env-agent-port")  # fmt: skip
     flags = ["--node-ip-address", ip, "--num-cpus", "2", "--block", "--disable-usage-stats",
+             "--log-color", "false",
              "--object-store-memory", str(200 * 2**20)]  # fmt: skip
     for flag in ports:
         flags += [flag, str(free_port())]
     return flags
+
+
+def forget_cluster(port: int) -> None:
+    """Remove Ray's note of "the last `ray start` cluster" if it names ours: a bare
+    `ray.init()` elsewhere would otherwise try to join it after it ended."""
+    note = Path("/tmp/ray/ray_current_cluster")
+    try:
+        if note.read_text().strip().endswith(f":{port}"):
+            note.unlink()
+    except OSError:
+        pass
 
 
 class Node:
@@ -127,7 +139,8 @@ def test_two_node_sweep_spans_both_nodes_and_logs_to_server(tmp_path):
                     "--dashboard-port", str(free_port()),
                     "--ray-client-server-port", str(free_port()), *node_flags("127.0.0.1"))  # fmt: skip
         nodes.append(head)
-        head_ip = re.search(r"Local node IP: ([\d.]+)", head.wait_started()).group(1)
+        started = re.sub(r"\x1b\[[0-9;]*m", "", head.wait_started())
+        head_ip = re.search(r"Local node IP: ([\d.]+)", started).group(1)
         second = Node(tmp_path / "node2.log", "--address", f"127.0.0.1:{gcs}",
                       *node_flags("127.0.0.2"))  # fmt: skip
         nodes.append(second)
@@ -164,6 +177,7 @@ def test_two_node_sweep_spans_both_nodes_and_logs_to_server(tmp_path):
             node.stop()
         if server is not None:
             stop_server(server)
+        forget_cluster(gcs)
         ours = {pid: start for node in nodes for pid, start in node.procs.items()}
         deadline = time.monotonic() + 20
         while alive(ours) and time.monotonic() < deadline:

@@ -176,7 +176,7 @@ def test_embedded_ray_dashboard_on_loopback():
     """`start_ray` (not run here: no Ray in this file) asks for the dashboard on 127.0.0.1."""
     code = _code(ROOT / "sepconc" / "sweep" / "driver.py")
     inits = _calls(code, "ray.init")
-    embedded = [args for args in inits if "address" not in args]
+    embedded = [args for args in inits if "address=address" not in args]  # not --address
     assert embedded, inits
     for args in embedded:
         assert re.search(r"dashboard_host\s*=\s*\"127\.0\.0\.1\"", args), args

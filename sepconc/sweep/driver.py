@@ -93,7 +93,11 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
                             f"check the address (ray status) or drop --address") from None  # fmt: skip
     else:
         os.environ.update(RAY_ENV)
-        ray.init(runtime_env=env, logging_level=logging.WARNING, log_to_driver=False,
+        # address="local": always a new embedded instance. A bare ray.init() would join the
+        # cluster named in /tmp/ray/ray_current_cluster (the last `ray start` on this host),
+        # and hang for minutes when that cluster has ended.
+        ray.init(address="local", runtime_env=env, logging_level=logging.WARNING,
+                 log_to_driver=False,
                  include_dashboard=True, dashboard_host="127.0.0.1")  # fmt: skip
     check_resources(spec, ray.cluster_resources(), len(ray.nodes()), paths)
 

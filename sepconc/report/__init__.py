@@ -1,0 +1,82 @@
+"""Reports of sweeps and runs: figures and a text summary, read from MLflow (no Ray).
+
+`sweep_report(name)` writes, under `runs/sweeps/NAME/report/` unless told otherwise:
+`metric_vs_params.png`, `learning_curves.png`, `layer_stats.png`,
+`parallel_coordinates.png` and `summary.txt`, and logs them as artifacts (`report/`) of the
+sweep's MLflow parent run. `run_report(run_id, uri)` writes `learning_curves.png`,
+`layer_stats.png` and `summary.txt` for one run and logs them to that run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sepconc.report import figures
+from sepconc.report.collect import collect_run, collect_sweep
+from sepconc.report.summary import format_run_summary, format_summary
+
+log = logging.getLogger(__name__)
+
+SWEEP_FIGURES = ("metric_vs_params", "learning_curves", "layer_stats", "parallel_coordinates")
+RUN_FIGURES = ("learning_curves", "layer_stats")
+
+
+@dataclass
+class Report:
+    """What a report wrote: the folder, its files (figures then summary.txt), the summary."""
+
+    out: Path
+    files: list[Path]
+    summary: str
+
+
+def sweep_report(name: str, runs_dir: str | Path = "runs", out: str | Path | None = None,
+                 metric: str = "val_acc1", log_artifacts: bool = True) -> Report:  # fmt: skip
+    """Figures and summary of sweep `name`; logged to its parent run when `log_artifacts`."""
+    record = collect_sweep(name, str(runs_dir), metric)
+    folder = Path(out) if out else Path(runs_dir) / "sweeps" / name / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    draw = {"metric_vs_params": figures.metric_vs_params,
+            "learning_curves": figures.learning_curves,
+            "layer_stats": figures.layer_stats,
+            "parallel_coordinates": figures.parallel_coordinates}  # fmt: skip
+    files = [draw[fig](record, folder / f"{fig}.png", metric) for fig in SWEEP_FIGURES]
+    summary = format_summary(record, metric)
+    files.append(_write(folder / "summary.txt", summary))
+    if log_artifacts:
+        _log(record.meta["tracking_uri"], record.parent_run_id, files)
+    return Report(folder, files, summary)
+
+
+def run_report(run_id: str, tracking_uri: str, out: str | Path | None = None,
+               runs_dir: str | Path = "runs", log_artifacts: bool = True) -> Report:  # fmt: skip
+    """Learning curves, per-layer statistics over epochs and a summary of one MLflow run."""
+    trial = collect_run(run_id, tracking_uri)
+    folder = Path(out) if out else Path(runs_dir) / "reports" / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [figures.run_learning_curves(trial, folder / "learning_curves.png"),
+             figures.run_layer_history(trial, folder / "layer_stats.png")]  # fmt: skip
+    summary = format_run_summary(trial)
+    files.append(_write(folder / "summary.txt", summary))
+    if log_artifacts:
+        _log(tracking_uri, run_id, files)
+    return Report(folder, files, summary)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text + "\n")
+    return path
+
+
+def _log(uri: str, run_id: str, files: list[Path]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path="report")
+    log.info("logged %d report files to MLflow run %s (artifacts/report)", len(files), run_id)
+
+
+__all__ = ["Report", "run_report", "sweep_report"]
