@@ -167,6 +167,9 @@ def load_or_build(
 ) -> CacheResult | None:
     """The split's features from `cache_dir`, built under the key's lock if absent; None = skip."""
     say = log.info if verbose else log.debug
+    if len(dataset) == 0:
+        say("%s: cache skipped: the split is empty", split)
+        return None
     fields = key_fields(frontend, dataset, dataset_name, split, device=device)
     if fields is None:
         say("%s: cache skipped: cannot fingerprint a %s", split, type(dataset).__name__)

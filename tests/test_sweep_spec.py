@@ -120,6 +120,22 @@ def test_defaults_filled_in():
     assert parse_sweep(sweep()).scheduler == {"type": "fifo"}
 
 
+def test_seed_is_recorded_and_repeats_differ():
+    from ray.tune.search.sample import Integer
+
+    # one sample: seed 0 in base, so it is logged with the trial and `best --out` keeps it
+    assert parse_sweep(sweep()).base["seed"] == 0
+    assert "seed" not in tune_param_space(parse_sweep(sweep()))["params"]
+    # repeats of a grid point draw a seed each (else they would be the same run)
+    repeated = parse_sweep(sweep(samples=3))
+    assert "seed" not in repeated.base
+    assert isinstance(tune_param_space(repeated)["params"]["seed"], Integer)
+    fixed = parse_sweep(sweep(samples=3, base={**BASE, "seed": 7}))
+    assert fixed.base["seed"] == 7 and "seed" not in tune_param_space(fixed)["params"]
+    searched = parse_sweep(sweep(samples=2, search={"seed": {"grid": [1, 2]}}))
+    assert tune_param_space(searched)["params"]["seed"] == {"grid_search": [1, 2]}
+
+
 def test_trial_count_and_variants_with_per_block_lists():
     base = {"dataset": "synthetic", "arch": "scatnetblockanalysis", "n_blocks": 2,
             "scat_angles": [2], "epochs": 4, "batch_size": 100}  # fmt: skip
@@ -201,12 +217,23 @@ SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
-def test_every_sweep_file_validates(path):
-    proc = run_validate(path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_every_sweep_file_validates(path, capsys):
+    """The `validate` command on each file (shapes and parameter counts by formula; building
+    the paper's ImageNet models on CPU takes ~30 s each, so only quickstart is built below)."""
+    from sepconc.cli import main
+
+    assert main(["validate", str(path), "--no-build"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
     spec = load_sweep(path)
-    assert f"sweep {spec.name}: {trial_count(spec)} trials" in proc.stdout
-    assert "parameters " in proc.stdout
+    assert f"sweep {spec.name}: {trial_count(spec)} trials" in out
+    assert spec.name == path.stem  # the runs folder is named like the file
+    assert "parameters " in out
+
+
+def test_validate_builds_the_quickstart_models():
+    proc = run_validate(ROOT / "sweeps" / "quickstart.yaml")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count(": parameters ") == 8
 
 
 def test_validate_refuses_a_projection_larger_than_its_input(tmp_path):

@@ -27,8 +27,9 @@ def run_table(args: argparse.Namespace) -> int:
 
     rows = sweep_table(args.name, args.runs_dir)
     if args.command == "status":
-        keep = ("trial", "status", "epoch", "rung", "final_val_acc1", "best_val_acc1", "run_id")
-        rows = [{k: r[k] for k in keep if k in r} for r in rows]
+        keep = ("trial", "status", "epoch", "rung")
+        rows = [{k: v for k, v in r.items() if k in keep or k.startswith(("final_", "best_"))}
+                | {"run_id": r["run_id"]} for r in rows]  # fmt: skip
     print(format_table(rows, as_csv=getattr(args, "csv", False)))
     return 0
 

@@ -108,7 +108,7 @@ def collect_sweep(name: str, runs_dir: str = "runs", metric: str = "val_acc1") -
 
 
 def collect_run(run_id: str, tracking_uri: str) -> Trial:
-    """One run with the histories of val/train top-1 and of every layer statistic."""
+    """One run with the histories of val/train top-1 and of every layer statistic (+ NCM)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -120,7 +120,8 @@ def collect_run(run_id: str, tracking_uri: str) -> Trial:
                         f"(mlflow ui) or --tracking-uri") from None  # fmt: skip
     trial = _trial(run)
     keys = ["val_acc1", "train_acc1"]
-    keys += [f"{layer}/{stat}" for layer in layers_of(run.data.metrics) for stat in LAYER_STATS]
+    stats = (*LAYER_STATS, "ncm_acc")
+    keys += [f"{layer}/{stat}" for layer in layers_of(run.data.metrics) for stat in stats]
     for key in keys:
         if key in run.data.metrics:
             trial.history[key] = _history(client, run_id, key)

@@ -147,7 +147,7 @@ def layer_stats(record: SweepRecord, path: Path, metric: str = "val_acc1") -> Pa
         colors = {"relu": "tab:red", "softshrink": "tab:blue", "absolute": "tab:green"}
         for k, (group, trial) in enumerate(groups.items()):
             layers = layers_of(trial.last)
-            label = f"{group}: best trial {trial.name} ({trial.value(metric):.1f}%)"
+            label = f"{group}: best trial {trial.name} (final {trial.value(metric):.1f}%)"
             for stat, ax in panels.items():
                 ax.plot(layers, _layer_values(trial.last, layers, stat), marker="o",
                         linewidth=2, color=colors.get(group, f"C{k}"), label=label)  # fmt: skip
@@ -172,7 +172,7 @@ def parallel_coordinates(record: SweepRecord, path: Path, metric: str = "val_acc
         cmap = matplotlib.colormaps["viridis"]
         norm = matplotlib.colors.Normalize(lo, hi)
         for k, trial in enumerate(sorted(trials, key=lambda t: t.value(metric))):
-            jitter = 0.015 * (k - (len(trials) - 1) / 2) / max(len(trials), 1)  # unstack lines
+            jitter = 0.06 * (k / max(len(trials) - 1, 1) - 0.5)  # unstack identical lines
             ys = [_level(levels[p], trial.params.get(p, "-")) + jitter for p in record.varying]
             ys.append((trial.value(metric) - lo) / span)
             ax.plot(range(len(axes_names)), ys, color=cmap(norm(trial.value(metric))),
@@ -224,7 +224,7 @@ def run_learning_curves(trial: Trial, path: Path) -> Path:
 
 
 def run_layer_history(trial: Trial, path: Path) -> Path:
-    """Per-layer within/between/Fisher (and NCM, last epoch's values) over the run's epochs."""
+    """Per-layer within/between/Fisher/NCM over the run's epochs (one line per epoch)."""
     layers = layers_of(trial.last)
     epochs = sorted({s for key, h in trial.history.items() if "/" in key for s, _ in h})
     with matplotlib.rc_context(STYLE):
@@ -234,16 +234,12 @@ def run_layer_history(trial: Trial, path: Path) -> Path:
         for k, epoch in enumerate(epochs):
             color = cmap(k / max(len(epochs) - 1, 1))
             for stat, ax in panels.items():
-                if stat == "ncm_acc":
-                    continue
                 values = {f"{layer}/{stat}": dict(trial.history.get(f"{layer}/{stat}", [])).get(
                     epoch, math.nan) for layer in layers}  # fmt: skip
                 ax.plot(layers, _layer_values(values, layers, stat), marker="o", color=color,
                         linewidth=2, label=f"epoch {epoch}")  # fmt: skip
-        panels["ncm_acc"].plot(layers, _layer_values(trial.last, layers, "ncm_acc"), marker="o",
-                               color="black", linewidth=2, label="last epoch")  # fmt: skip
-        panels["ncm_acc"].legend(loc="lower right")
         handles, labels = panels["within_rel"].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside right upper", frameon=False)
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6),
+                   frameon=False)  # fmt: skip
         fig.suptitle(f"Run {trial.name}: class statistics per layer, by epoch (probe set)")
         return _save(fig, path)

@@ -29,9 +29,10 @@ class Effect:
 
 
 def best_trial(record: SweepRecord, metric: str = "val_acc1") -> Trial | None:
-    """The non-failed trial with the highest `best_<metric>` (its final `metric` if absent)."""
-    scored = [(t.last.get(f"best_{metric}", t.value(metric)), t) for t in record.finished]
-    scored = [(s, t) for s, t in scored if not math.isnan(s)]
+    """The non-failed trial with the highest `best_<metric>`; ties go to the higher final value."""
+    scored = [((t.last.get(f"best_{metric}", t.value(metric)), t.value(metric)), t)
+              for t in sorted(record.finished, key=lambda t: t.name)]  # fmt: skip
+    scored = [(s, t) for s, t in scored if not math.isnan(s[0])]
     return max(scored, key=lambda st: st[0])[1] if scored else None
 
 

@@ -40,9 +40,28 @@ def _last_block(metrics: dict[str, float]) -> str | None:
     return blocks[-1] if blocks else None
 
 
-def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str = "val_acc1") -> list[dict]:
-    """One row per trial: id, status, epoch, rung, the params that vary, final/best metric."""
-    _, runs = trial_runs(name, runs_dir)
+def sweep_objective(name: str, runs_dir: str | Path = "runs") -> tuple[str, str]:
+    """The sweep's `metric` and `mode`, from the sweep file it was launched with."""
+    from sepconc.sweep.spec import load_sweep
+
+    meta = read_meta(name, runs_dir)
+    spec = load_sweep(Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml",
+                      meta.get("overrides", []), name)  # fmt: skip
+    return spec.metric, spec.mode
+
+
+def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = None,
+                mode: str | None = None) -> list[dict]:  # fmt: skip
+    """One row per trial: id, status, epoch, rung, the params that vary, final/best metric.
+
+    `metric`/`mode` default to the sweep's own; rows are sorted best first. The best value
+    is the trainer's `best_<metric>` where it logs one (val_acc1), else the best of the
+    metric's history.
+    """
+    if metric is None or mode is None:
+        metric, mode = sweep_objective(name, runs_dir)
+    meta, runs = trial_runs(name, runs_dir)
+    sign = 1.0 if mode == "max" else -1.0
     params = [r.data.params for r in runs]
     varying = sorted(k for k in set().union(*params) if k not in _HIDDEN
                      and len({p.get(k) for p in params}) > 1) if params else []  # fmt: skip
@@ -55,7 +74,9 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str = "val_acc
                                "rung": run.data.tags.get(TAG_RUNG, "")}  # fmt: skip
         row.update({k: run.data.params.get(k, "") for k in varying})
         row[f"final_{metric}"] = m.get(metric, math.nan)
-        row[f"best_{metric}"] = m.get(f"best_{metric}", m.get(metric, math.nan))
+        row[f"best_{metric}"] = m.get(f"best_{metric}", math.nan)
+        if f"best_{metric}" not in m and metric in m:
+            row[f"best_{metric}"] = _best_of_history(meta, run.info.run_id, metric, mode)
         block = _last_block(m)
         if block:  # separation/concentration of the last block, next to accuracy
             row[f"{block}_fisher"] = m.get(f"{block}/fisher", math.nan)
@@ -63,8 +84,16 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str = "val_acc
             row[f"{block}_ncm_acc"] = m.get(f"{block}/ncm_acc", math.nan)
         row["run_id"] = run.info.run_id
         rows.append(row)
-    rows.sort(key=lambda r: -_num(r[f"best_{metric}"]))
+    rows.sort(key=lambda r: -_num(sign * r[f"best_{metric}"]))
     return rows
+
+
+def _best_of_history(meta: dict, run_id: str, metric: str, mode: str) -> float:
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(meta["tracking_uri"]).get_metric_history(run_id, metric)
+    values = [h.value for h in history]
+    return (max if mode == "max" else min)(values) if values else math.nan
 
 
 def _num(value) -> float:
@@ -72,7 +101,7 @@ def _num(value) -> float:
 
 
 def best_trials(name: str, k: int = 1, runs_dir: str | Path = "runs") -> list[dict]:
-    """The top `k` trials by their best validation top-1 (completed or stopped)."""
+    """The top `k` trials by the sweep's metric and mode (completed or stopped)."""
     rows = [r for r in sweep_table(name, runs_dir) if r["status"] != "failed"]
     if not rows:
         raise UserError(f"sweep '{name}' has no finished trial yet; see `status {name}`")

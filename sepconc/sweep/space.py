@@ -2,6 +2,8 @@
 
 Grid entries multiply (Tune's `grid_search`); `choice`/`uniform`/`loguniform`/
 `randint` are drawn once per sample. Trial count = product of grid sizes x `samples`.
+Without a `seed` in the file, trials use seed 0, or with `samples > 1` a drawn seed each
+(so repeats of a grid point are not the same run); the seed is logged with the trial.
 A value may be a per-block list: `frame_width: {grid: [[1024, 2048], [512, 1024]]}`.
 """
 
@@ -30,6 +32,8 @@ def tune_param_space(spec: SweepSpec) -> dict[str, Any]:
             "loguniform": lambda a: tune.loguniform(*a),
             "randint": lambda a: tune.randint(a[0], a[1] + 1),  # inclusive high, like the YAML says
         }[kind](args)
+    if "seed" not in spec.base and "seed" not in params:  # samples > 1 (spec.py): the repeats
+        params["seed"] = tune.randint(0, 2**31 - 1)  # differ in their seed, each one logged
     return {"params": params}
 
 

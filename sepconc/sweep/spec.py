@@ -168,6 +168,8 @@ def parse_sweep(raw: dict[str, Any], text: str = "", where: str = "sweep") -> Sw
     Config.from_flat(spec.base, where=f"{where}: base")
     for key, value in search.items():
         spec.search[key] = _search_entry(key, value, spec.base, where)
+    if "seed" not in spec.base and "seed" not in spec.search and spec.samples == 1:
+        spec.base["seed"] = 0  # logged with each trial: `best --out` retrains the same run
     _check_scheduler(spec, where)
     _check_resources(spec, where)
     return spec
