@@ -20,12 +20,11 @@ from typing import Any
 import yaml
 
 from sepconc.errors import UserError
+from sepconc.sweep.results import HIDDEN_PARAMS  # internal per-trial settings, not swept
 from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL
 
 #: Per-layer class statistics drawn by the report (`sepconc.metrics.class_stats`).
 LAYER_STATS = ("within_rel", "between_rel", "fisher")
-#: Per-trial settings that are not what the user swept (as `sepconc.sweep.results` hides them).
-HIDDEN_PARAMS = {"num_workers", "tracking", "checkpoint_every", "checkpoint_keep", "out", "resume"}
 _LAYER = re.compile(r"^(input|block(\d+))/")
 
 

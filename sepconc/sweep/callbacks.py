@@ -13,7 +13,10 @@ runs, sends one HTTP call per key and opens duplicate runs after a restore:
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
+from collections import deque
 from typing import Any
 
 from ray.tune import Callback
@@ -56,10 +59,13 @@ class MlflowSweepCallback(Callback):
         self._runs: dict[str, str] = {}  # trial id -> run id
         self._logged: dict[str, int] = {}  # run id -> last epoch logged
         self._last_epoch: dict[str, int] = {}
+        self._pending: deque = deque()
+        self._down_since, self._next_retry = 0.0, 0.0
 
     def __getstate__(self):  # pickled into Tune's experiment state: drop live objects
         state = self.__dict__.copy()
-        state.update(_client=None, _runs={}, _logged={}, _last_epoch={})
+        state.update(_client=None, _runs={}, _logged={}, _last_epoch={}, _pending=deque(),
+                     _down_since=0.0, _next_retry=0.0)  # fmt: skip
         return state
 
     @property
@@ -67,6 +73,9 @@ class MlflowSweepCallback(Callback):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            # Fail fast instead of MLflow's minutes of retries: the FIFO retries for us.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
             self._client = MlflowClient(self.uri)
         return self._client
 
@@ -94,14 +103,58 @@ class MlflowSweepCallback(Callback):
         self._runs[trial.trial_id] = run_id
         return run_id
 
+    # Every MLflow operation goes through a FIFO: when the tracking server is down, the
+    # operations wait in memory, in order, and are sent when it answers again (checked at
+    # every Tune step and, at the end, for up to `flush_timeout_s`). No metric is lost as
+    # long as the driver lives; the README states this choice.
+    flush_timeout_s = 600.0
+    retry_every_s = 5.0
+
+    def _submit(self, operation) -> None:
+        self._pending.append(operation)
+        self._flush()
+
+    def _flush(self) -> bool:
+        """Send buffered operations in order; False (and keep them) while the server is down."""
+        while self._pending:
+            try:
+                self._pending[0]()
+            except Exception as exc:  # MlflowException, ConnectionError, timeouts
+                self._next_retry = time.monotonic() + self.retry_every_s
+                if not self._down_since:
+                    self._down_since = time.monotonic()
+                    log.warning("tracking store unreachable (%s); buffering %d operation(s)",
+                                str(exc).splitlines()[0][:120], len(self._pending))  # fmt: skip
+                return False
+            self._pending.popleft()
+        if self._down_since:
+            log.warning("tracking store back after %.0f s; buffered operations sent",
+                        time.monotonic() - self._down_since)  # fmt: skip
+            self._down_since = 0.0
+        return True
+
+    def on_step_end(self, iteration, trials, **info):
+        if self._pending and time.monotonic() >= self._next_retry:
+            self._flush()
+
+    def on_experiment_end(self, trials, **info):
+        deadline = time.monotonic() + self.flush_timeout_s
+        while not self._flush() and time.monotonic() < deadline:
+            time.sleep(self.retry_every_s)
+        if self._pending:
+            log.error("tracking store still unreachable: %d operation(s) not logged",
+                      len(self._pending))  # fmt: skip
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        run_id = self.run_for(trial)
-        self.client.set_tag(run_id, TAG_STATUS, "running")
+        self._submit(lambda: self.client.set_tag(self.run_for(trial), TAG_STATUS, "running"))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         epoch = int(result.get("epoch", 0))
-        run_id = self.run_for(trial)
         self._last_epoch[trial.trial_id] = max(epoch, self._last_epoch.get(trial.trial_id, 0))
+        self._submit(lambda: self._log_result(trial, dict(result), epoch))
+
+    def _log_result(self, trial, result: dict, epoch: int) -> None:
+        run_id = self.run_for(trial)
         if epoch <= self._logged.get(run_id, 0):
             return  # re-reported after a retry from an earlier checkpoint: already logged
         tags = {TAG_NODES: result["sepconc_nodes"]} if "sepconc_nodes" in result else None
@@ -109,8 +162,12 @@ class MlflowSweepCallback(Callback):
         self._logged[run_id] = epoch
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        last = self._last_epoch.get(trial.trial_id)
+        self._submit(lambda: self._log_complete(trial, last))
+
+    def _log_complete(self, trial, last: int | None) -> None:
         run_id = self.run_for(trial)
-        last = self._last_epoch.get(trial.trial_id) or last_logged_step(self.client, run_id)
+        last = last or last_logged_step(self.client, run_id)
         target = int(trial.config.get("params", {}).get("epochs", self.epochs))
         if last >= target:
             self.client.set_tag(run_id, TAG_STATUS, "completed")
@@ -121,9 +178,13 @@ class MlflowSweepCallback(Callback):
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        reason = _error_line(trial)
+        self._submit(lambda: self._log_error(trial, reason))
+
+    def _log_error(self, trial, reason: str) -> None:
         run_id = self.run_for(trial)
         self.client.set_tag(run_id, TAG_STATUS, "failed")
-        self.client.set_tag(run_id, TAG_REASON, _error_line(trial))
+        self.client.set_tag(run_id, TAG_REASON, reason)
         self.client.set_terminated(run_id, "FAILED")
 
 

@@ -20,7 +20,8 @@ from sepconc.sweep.driver import read_meta
 from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL
 
 # Internal per-trial settings that are not part of what the user swept.
-_HIDDEN = {"num_workers", "tracking", "checkpoint_every", "checkpoint_keep", "out", "resume"}
+HIDDEN_PARAMS = {"num_workers", "tracking", "checkpoint_every", "checkpoint_keep", "out", "resume",
+                 "cache_dir"}  # fmt: skip
 
 
 def trial_runs(name: str, runs_dir: str | Path = "runs") -> tuple[dict, list]:
@@ -63,7 +64,7 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
     meta, runs = trial_runs(name, runs_dir)
     sign = 1.0 if mode == "max" else -1.0
     params = [r.data.params for r in runs]
-    varying = sorted(k for k in set().union(*params) if k not in _HIDDEN
+    varying = sorted(k for k in set().union(*params) if k not in HIDDEN_PARAMS
                      and len({p.get(k) for p in params}) > 1) if params else []  # fmt: skip
     rows = []
     for run in runs:
@@ -115,7 +116,7 @@ def export_config(name: str, run_id: str, out: Path, runs_dir: str | Path = "run
     meta = read_meta(name, runs_dir)
     run = MlflowClient(meta["tracking_uri"]).get_run(run_id)
     flat = {k: yaml.safe_load(v) for k, v in run.data.params.items()
-            if k in FIELD_SECTION and k not in _HIDDEN}  # fmt: skip
+            if k in FIELD_SECTION and k not in HIDDEN_PARAMS}  # fmt: skip
     config = Config.from_flat(flat, where=f"trial {run_id}")
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
