@@ -13,6 +13,7 @@ accuracy of both are printed.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,10 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_sweep(file: str, runs: Path, extra: list[str]) -> float:
+def run_sweep(file: str, runs: Path, extra: list[str], env: dict | None = None) -> float:
     started = time.perf_counter()
     cmd = [sys.executable, str(ROOT / "launch.py"), "sweep", file, "--runs-dir", str(runs), *extra]
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, **(env or {})})  # fmt: skip
     return time.perf_counter() - started
 
 
@@ -50,6 +52,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", default="sweeps/quickstart.yaml")
     parser.add_argument("--compare-fifo", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run with Ray's default 2 s report interval and with the 1-worker "
+        "in-process trials, to compare orchestration overheads",
+    )
     args = parser.parse_args()
     import yaml
 
@@ -60,17 +68,46 @@ def main() -> None:
         asha = measure(name, runs)
         out = wall - asha["train_s"]
         print(f"sweep {name}: {asha['trials']} trials, {asha['trial_epochs']} trial-epochs")
-        print(f"  wall {wall:.1f} s, inside training epochs {asha['train_s']:.1f} s "
-              f"({100 * asha['train_s'] / wall:.0f} %), outside {out:.1f} s "
-              f"({out / max(asha['trials'], 1):.1f} s per trial)")
+        print(
+            f"  wall {wall:.1f} s, inside training epochs {asha['train_s']:.1f} s "
+            f"({100 * asha['train_s'] / wall:.0f} %), outside {out:.1f} s "
+            f"({out / max(asha['trials'], 1):.1f} s per trial)"
+        )
+        if args.baseline:
+            slow = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2"}
+            wall_b = run_sweep(args.file, runs, ["--name", f"{name}-ray-default"], env=slow)
+            base = measure(f"{name}-ray-default", runs)
+            out_b = wall_b - base["train_s"]
+            print(
+                f"baseline (Ray's default 2 s health-check interval): wall {wall_b:.1f} s, "
+                f"outside training {out_b:.1f} s ({out_b / max(base['trials'], 1):.1f} s per trial)"
+                f" -> ours is {out_b / max(out, 1e-9):.2f}x less overhead"
+            )
+            wall_1 = run_sweep(
+                args.file,
+                runs,
+                ["--name", f"{name}-1worker", "--set", "resources.workers_per_trial=1"],
+            )
+            one = measure(f"{name}-1worker", runs)
+            out_1 = wall_1 - one["train_s"]
+            print(
+                f"1-worker trials (trained in the Tune trial process): wall {wall_1:.1f} s, "
+                f"outside training {out_1:.1f} s ({out_1 / max(one['trials'], 1):.1f} s per trial)"
+            )
         if args.compare_fifo:
-            wall_f = run_sweep(args.file, runs, ["--set", "scheduler.type=fifo", "--name", f"{name}-fifo"])
+            wall_f = run_sweep(
+                args.file, runs, ["--set", "scheduler.type=fifo", "--name", f"{name}-fifo"]
+            )
             fifo = measure(f"{name}-fifo", runs)
-            print(f"full grid (fifo): {fifo['trial_epochs']} trial-epochs, wall {wall_f:.1f} s, "
-                  f"best val_acc1 {fifo['best']:.2f} %")
-            print(f"ASHA: {asha['trial_epochs']} trial-epochs, wall {wall:.1f} s, best val_acc1 "
-                  f"{asha['best']:.2f} %  -> {fifo['trial_epochs'] / max(asha['trial_epochs'], 1):.2f}x "
-                  f"fewer trial-epochs, {wall_f / wall:.2f}x less wall time")
+            print(
+                f"full grid (fifo): {fifo['trial_epochs']} trial-epochs, wall {wall_f:.1f} s, "
+                f"best val_acc1 {fifo['best']:.2f} %"
+            )
+            print(
+                f"ASHA: {asha['trial_epochs']} trial-epochs, wall {wall:.1f} s, best val_acc1 "
+                f"{asha['best']:.2f} %  -> {fifo['trial_epochs'] / max(asha['trial_epochs'], 1):.2f}x "
+                f"fewer trial-epochs, {wall_f / wall:.2f}x less wall time"
+            )
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
 
     from sepconc.sweep.trial import RAY_ENV
 
-    env = {"env_vars": dict(RAY_ENV)}
+    # Ray's own variables: a value the user exported wins over ours (and reaches the trials).
+    env = {"env_vars": {key: os.environ.get(key, value) for key, value in RAY_ENV.items()}}
     if address:
         check_address(address)  # Ray's own connect retries for long and prints many lines
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # a token-auth cluster needs it set
@@ -92,7 +93,7 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
             raise UserError(f"cannot join Ray cluster at {address} ({str(exc).splitlines()[0]}); "
                             f"check the address (ray status) or drop --address") from None  # fmt: skip
     else:
-        os.environ.update(RAY_ENV)
+        os.environ.update(env["env_vars"])
         # address="local": always a new embedded instance. A bare ray.init() would join the
         # cluster named in /tmp/ray/ray_current_cluster (the last `ray start` on this host),
         # and hang for minutes when that cluster has ended.

@@ -51,7 +51,7 @@ def run_trial(tune_config: dict[str, Any], sweep: dict[str, Any]) -> None:
                                          controller_failure_limit=2),
             checkpoint_config=CheckpointConfig(num_to_keep=sweep["checkpoint_keep"]),
             callbacks=[TuneReportCallback()],
-            worker_runtime_env={"env_vars": RAY_ENV},
+            worker_runtime_env={"env_vars": {k: os.environ.get(k, v) for k, v in RAY_ENV.items()}},
         ),
     )  # fmt: skip
     trainer.fit()
