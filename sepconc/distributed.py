@@ -102,5 +102,9 @@ def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args) -> Non
     dist.init_process_group(backend, init_method=init, rank=rank, world_size=nprocs)
     try:
         fn(*args)
+        # Leave together: a rank that tears gloo down while a peer is still finishing its
+        # run (rank 0 writes result.json) intermittently aborts ("terminate called without
+        # an active exception", SIGABRT) and fails the whole run.
+        dist.barrier()
     finally:
         dist.destroy_process_group()

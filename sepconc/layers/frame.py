@@ -81,6 +81,8 @@ class TightFrame(nn.Module):
         return z / self.patch_norms(x).clamp_min(1e-12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size == 1 and self.stride == 1:
+            return self._forward_pointwise(x)
         z = rho(self.coefficients(x), self.non_linearity, self.threshold)
         y = F.conv_transpose2d(z, self.weight, stride=self.stride)
         if self.kernel_size == 1 and self.stride == 1:
@@ -89,6 +91,21 @@ class TightFrame(nn.Module):
             torch.ones_like(z[:, :1]), self.patch_ones[:, :1], stride=self.stride
         )
         return y / count.clamp_min(1)
+
+    def _forward_pointwise(self, x: torch.Tensor) -> torch.Tensor:
+        """k = 1, stride 1: the same operator as batched matrix products over positions.
+
+        `x: (B, C, n, n)` viewed as `(B, C, n^2)`; `F^T rho(F x / ||x||)` per position.
+        On CPU the backward of two matmuls is several times faster than that of a
+        1x1 convolution and its transpose (oneDNN), for the same numbers.
+        """
+        reset_atom_norms(self.weight.data, self.atom_norm)
+        batch, channels, height, width = x.shape
+        w = self.weight.reshape(self.width, channels)
+        flat = x.reshape(batch, channels, height * width)
+        z = torch.matmul(w, flat) / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        y = torch.matmul(w.T, rho(z, self.non_linearity, self.threshold))
+        return y.reshape(batch, channels, height, width)
 
     def extra_repr(self) -> str:
         return (

@@ -22,6 +22,11 @@ class Projection(nn.Module):
         nn.init.orthogonal_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size == 1:  # a matmul over positions: faster backward than a 1x1 conv
+            batch, channels, height, width = x.shape
+            w = self.weight.reshape(self.weight.shape[0], channels)
+            y = torch.matmul(w, x.reshape(batch, channels, height * width))
+            return y.reshape(batch, -1, height, width)
         pad = (self.kernel_size - 1) // 2
         if pad:
             x = F.pad(x, (pad, pad, pad, pad), mode="reflect")

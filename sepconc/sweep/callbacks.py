@@ -151,14 +151,15 @@ class MlflowSweepCallback(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         epoch = int(result.get("epoch", 0))
         self._last_epoch[trial.trial_id] = max(epoch, self._last_epoch.get(trial.trial_id, 0))
-        self._submit(lambda: self._log_result(trial, dict(result), epoch))
+        stamp = int(time.time() * 1000)  # the report's time, even if sent after an outage
+        self._submit(lambda: self._log_result(trial, dict(result), epoch, stamp))
 
-    def _log_result(self, trial, result: dict, epoch: int) -> None:
+    def _log_result(self, trial, result: dict, epoch: int, stamp: int | None = None) -> None:
         run_id = self.run_for(trial)
         if epoch <= self._logged.get(run_id, 0):
             return  # re-reported after a retry from an earlier checkpoint: already logged
         tags = {TAG_NODES: result["sepconc_nodes"]} if "sepconc_nodes" in result else None
-        log_report(self.client, run_id, result, step=epoch, tags=tags)
+        log_report(self.client, run_id, result, step=epoch, tags=tags, timestamp_ms=stamp)
         self._logged[run_id] = epoch
 
     def on_trial_complete(self, iteration, trials, trial, **info):

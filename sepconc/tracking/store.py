@@ -86,11 +86,13 @@ def experiment_id(client, name: str, runs_dir: Path | None) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def log_report(client, run_id: str, metrics: dict[str, Any], step: int, tags=None) -> None:
-    """One batched call: every finite numeric metric at `step` (+ optional tags)."""
+def log_report(client, run_id: str, metrics: dict[str, Any], step: int, tags=None,
+               timestamp_ms: int | None = None) -> None:  # fmt: skip
+    """One batched call: every finite numeric metric at `step` (+ optional tags), stamped
+    `timestamp_ms` (when the metrics were measured; default now)."""
     from mlflow.entities import Metric, RunTag
 
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
              if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]  # fmt: skip
     tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
