@@ -88,11 +88,14 @@ def phase_scattering_conv(
 
 
 def dense_operator(filters: torch.Tensor, pad_idx: torch.Tensor) -> torch.Tensor:
-    """Exact matrix ``(n*n, (1+2L)*(n//2)^2)`` of ``x -> [phi x, Re W_0 x, Im W_0 x, ...]``.
+    """Exact matrix ``(n*n, (1+4L)*(n//2)^2)`` of ``x -> [phi x, Re W_0 x, Im W_0 x,
+    -Re W_0 x, -Im W_0 x, ...]``: the phase-scattering channels before rectification.
 
     ``filters`` / ``pad_idx``: as for ``phase_scattering_fourier`` (``n`` is read from
     ``pad_idx``'s source range). Row ``i`` is the response to the unit image ``e_i``
-    (row-major); columns are ``(filter, row, col)``-major. Same dtype as ``filters``.
+    (row-major); columns are ``(channel, row, col)``-major in MODELS.md's channel order,
+    so the output needs only a ReLU on channels 1.. (no reordering, no negation).
+    Same dtype as ``filters``.
     """
     n = int(pad_idx.max()) + 1
     L = filters.shape[0] - 1
@@ -102,7 +105,8 @@ def dense_operator(filters: torch.Tensor, pad_idx: torch.Tensor) -> torch.Tensor
     low, ph = out.split([1, 4 * L], dim=1)
     ph = ph.reshape(n * n, L, 4, h, h)
     wav = ph[:, :, :2] - ph[:, :, 2:]  # relu(v) - relu(-v) = v: [Re, Im]
-    return torch.cat([low, wav.reshape(n * n, 2 * L, h, h)], dim=1).reshape(n * n, -1)
+    signed = torch.cat([wav, -wav], dim=2)  # [Re, Im, -Re, -Im] per orientation
+    return torch.cat([low, signed.reshape(n * n, 4 * L, h, h)], dim=1).reshape(n * n, -1)
 
 
 def phase_scattering_dense(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
@@ -111,9 +115,10 @@ def phase_scattering_dense(x: torch.Tensor, operator: torch.Tensor) -> torch.Ten
         raise ValueError(f"expected a (B, C, n, n) input, got shape {tuple(x.shape)}")
     B, C, n, _ = x.shape
     h = n // 2
-    f = operator.shape[1] // (h * h)  # 1 + 2L
-    z = (x.reshape(B * C, n * n) @ operator.to(x.dtype)).reshape(B * C, f, h, h)
-    return _rectify(z, B, C, (f - 1) // 2)
+    k = operator.shape[1] // (h * h)  # 1 + 4L
+    z = (x.reshape(B * C, n * n) @ operator.to(x.dtype)).reshape(B * C, k, h, h)
+    z[:, 1:].relu_()  # the low-pass channel stays signed
+    return z.reshape(B, C * k, h, h)
 
 
 def _rectify(z: torch.Tensor, B: int, C: int, L: int) -> torch.Tensor:
