@@ -293,7 +293,9 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     if name in PER_BLOCK:
         items = value if isinstance(value, (list, tuple)) else [value]
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            raise UserError(f"{where}: {name} must be an integer or a list of integers, got {value!r}")
+            raise UserError(
+                f"{where}: {name} must be an integer or a list of integers, got {value!r}"
+            )
         return list(items)
     optional = "None" in kind
     if value is None:

@@ -9,10 +9,19 @@ import os
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="launch a sweep from a YAML file")
     p.add_argument("file", help="sweep file (see sweeps/)")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                   help="join this Ray cluster (default: $RAY_ADDRESS, else embedded local Ray)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a value, e.g. --set base.epochs=3 --set samples=2")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="join this Ray cluster (default: $RAY_ADDRESS, else embedded local Ray)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value, e.g. --set base.epochs=3 --set samples=2",
+    )
     p.add_argument("--name", help="sweep name (default: the file's name:)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
     p.add_argument("--runs-dir", default="runs", help="runs folder (default: ./runs)")
@@ -29,10 +38,14 @@ def register(sub) -> None:
     r = sub.add_parser("resume", help="continue an interrupted sweep")
     r.add_argument("name")
     mode = r.add_mutually_exclusive_group()
-    mode.add_argument("--retry-errored", action="store_true",
-                      help="retry failed trials from their last checkpoint")
-    mode.add_argument("--restart-errored", action="store_true",
-                      help="restart failed trials from scratch")
+    mode.add_argument(
+        "--retry-errored",
+        action="store_true",
+        help="retry failed trials from their last checkpoint",
+    )
+    mode.add_argument(
+        "--restart-errored", action="store_true", help="restart failed trials from scratch"
+    )
     r.add_argument("--address", default=os.environ.get("RAY_ADDRESS"))
     r.add_argument("--runs-dir", default="runs")
     r.set_defaults(func=run_resume)
@@ -60,10 +73,14 @@ def _print_summary(summary: dict, runs_dir: str) -> int:
     from sepconc.sweep.results import print_table, sweep_table
 
     print_table(sweep_table(summary["name"], runs_dir), title=f"sweep {summary['name']}")
-    print(f"{summary['trials']} trials in {summary['seconds']:.0f} s; "
-          f"errors: {summary['errors'] or 0}")
-    print(f"compare: python launch.py compare {summary['name']}   "
-          f"best: python launch.py best {summary['name']} --out best.yaml")
+    print(
+        f"{summary['trials']} trials in {summary['seconds']:.0f} s; "
+        f"errors: {summary['errors'] or 0}"
+    )
+    print(
+        f"compare: python launch.py compare {summary['name']}   "
+        f"best: python launch.py best {summary['name']} --out best.yaml"
+    )
     print(f"MLflow UI: mlflow ui --backend-store-uri {summary['tracking_uri']}")
     return 1 if summary["errors"] else 0
 

@@ -34,20 +34,41 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", help="checkpoint file or run folder to continue from")
     p.add_argument("-e", "--evaluate", action="store_true", help="evaluate on the validation set")
     p.add_argument("--seed", type=int, help="seed for initializing training")
-    p.add_argument("--learning-rate-adjust-frequency", type=int,
-                   help="epochs after which the learning rate is divided by 10 (default: 30)")
-    p.add_argument("--out", "--dir", dest="out",
-                   help="run folder: config, checkpoints, metrics (default: runs/train/...)")
+    p.add_argument(
+        "--learning-rate-adjust-frequency",
+        type=int,
+        help="epochs after which the learning rate is divided by 10 (default: 30)",
+    )
+    p.add_argument(
+        "--out",
+        "--dir",
+        dest="out",
+        help="run folder: config, checkpoints, metrics (default: runs/train/...)",
+    )
     p.add_argument("--pars-beta", type=float, help="step of the Parseval update (default: 5e-4)")
     p.add_argument("--n-blocks", type=int, help="number of blocks (default: 4)")
     p.add_argument("--scat-angles", type=int, nargs="+", help="orientations per block (default: 8)")
     p.add_argument("--backend", help="scattering backend: torch | torch_skcuda")
-    p.add_argument("--scattering-J", type=int, dest="scattering_J",
-                   help="maximum scale of the scattering tree, scatnet only (default: 4)")
-    p.add_argument("--P-proj-size", type=int, nargs="+", dest="P_proj_size",
-                   help="output size(s) of the projection(s) P (default: 256)")
-    p.add_argument("--P-kernel-size", type=int, nargs="+", dest="P_kernel_size",
-                   help="kernel size(s) of P (default: 1)")
+    p.add_argument(
+        "--scattering-J",
+        type=int,
+        dest="scattering_J",
+        help="maximum scale of the scattering tree, scatnet only (default: 4)",
+    )
+    p.add_argument(
+        "--P-proj-size",
+        type=int,
+        nargs="+",
+        dest="P_proj_size",
+        help="output size(s) of the projection(s) P (default: 256)",
+    )
+    p.add_argument(
+        "--P-kernel-size",
+        type=int,
+        nargs="+",
+        dest="P_kernel_size",
+        help="kernel size(s) of P (default: 1)",
+    )
     p.add_argument("--non-linearity", choices=NON_LINEARITIES, help="frame non-linearity")
     p.add_argument("--zero-bias", action="store_true", help="force zero bias for ReLU")
     p.add_argument("--frame-width", type=int, nargs="+", help="size(s) of tight frame(s)")
@@ -58,7 +79,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nb-hidden-units", type=int, help="hidden units of the mlp (default: 2048)")
     p.add_argument("--dropout-p-mlp", type=float, help="dropout in the mlp (default: 0.3)")
     p.add_argument("--nb-l-mlp", type=int, help="hidden layers of the mlp (default: 2)")
-    p.add_argument("--nb-classes", type=int, help="ImageNet only: number of classes (default: 1000)")
+    p.add_argument(
+        "--nb-classes", type=int, help="ImageNet only: number of classes (default: 1000)"
+    )
     p.add_argument("--class-indices", help="ImageNet only: file of class indices")
     # sepconc's own
     p.add_argument("--num-workers", type=int, help="DDP processes (default: 1)")
@@ -67,8 +90,12 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phase-method", choices=PHASE_METHODS, help="phase scattering path")
     p.add_argument("--stats-every", type=int, help="class statistics every N epochs (0: never)")
     p.add_argument("--checkpoint-keep", type=int, help="checkpoints kept (default: 2)")
-    p.add_argument("--no-cache", dest="cache", action="store_false",
-                   help="recompute fixed front-ends instead of reusing cached features")
+    p.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="recompute fixed front-ends instead of reusing cached features",
+    )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment (default: sepconc-train)")
     p.add_argument("--no-tracking", dest="tracking", action="store_false", help="no MLflow logging")
@@ -80,8 +107,11 @@ def register(sub) -> None:
                        description="Train one model. Accepts every flag of the paper's main.py.")  # fmt: skip
     add_training_flags(p)
     p.add_argument("--config", dest="config_file", help="a saved config.yaml or best.yaml")
-    p.add_argument("--dry-run", action="store_true",
-                   help="build the model for the dataset's shape, print it and its parameters")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build the model for the dataset's shape, print it and its parameters",
+    )
     p.set_defaults(func=run)
 
 

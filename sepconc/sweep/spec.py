@@ -216,7 +216,11 @@ def _search_entry(key: str, value, base: dict, where: str) -> dict:
     if not isinstance(args, list) or not args:
         raise UserError(f"{where}: {path}.{kind} needs a non-empty list, got {args!r}")
     if kind in ("uniform", "loguniform", "randint"):
-        if len(args) != 2 or not all(isinstance(a, (int, float)) for a in args) or args[0] >= args[1]:
+        if (
+            len(args) != 2
+            or not all(isinstance(a, (int, float)) for a in args)
+            or args[0] >= args[1]
+        ):
             raise UserError(f"{where}: {path}.{kind} needs [low, high] with low < high, got {args}")
         if kind == "loguniform" and args[0] <= 0:
             raise UserError(f"{where}: {path}.loguniform needs low > 0, got {args[0]}")

@@ -50,7 +50,9 @@ def open_client(uri: str):
 
         SqlAlchemyStore(uri, str(path.parent / "mlflow-artifacts"))  # creates/upgrades schema
     elif not uri.startswith(("http://", "https://", "databricks")):
-        raise UserError(f"tracking URI {uri!r} is not supported; use sqlite:///PATH or http://HOST:PORT")
+        raise UserError(
+            f"tracking URI {uri!r} is not supported; use sqlite:///PATH or http://HOST:PORT"
+        )
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     if not is_local_store(uri):

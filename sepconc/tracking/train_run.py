@@ -69,4 +69,3 @@ def mlflow_train_hooks(config: Config) -> tuple[Config, list[MlflowEpochLogger]]
     log_params(client, run.info.run_id, config.to_flat())
     log.info("MLflow run %s in %s", run.info.run_id, uri)
     return config, [MlflowEpochLogger(uri, run.info.run_id)]
-
