@@ -185,19 +185,24 @@ def test_killed_worker_restarts_from_checkpoint_in_the_same_run(tmp_path):
     expected = jsonl(ref / "metrics.jsonl")
     # The restart restores weights, momentum, RNG state and the sampler's epoch, and the
     # gloo sums run in the same order for the same world size: the runs are the same
-    # computation. Tolerance: 1e-4 relative on losses (float32 summation-order noise),
-    # and accuracy within one validation image (0.2 % of 500).
+    # computation up to float32 summation order (Ray's and torch.multiprocessing's gloo
+    # groups, thread scheduling). Tolerance, every epoch: losses within 1e-4 relative
+    # (measured: ~1e-6), accuracy within one validation image (0.2 % of 500).
     gaps = {}
     for key in ("val_loss", "train_loss", "val_acc1"):
         got = [v for _, v, _ in history(client, run.info.run_id, key)]
         want = [r[key] for r in expected]
-        tol = 0.2 if key == "val_acc1" else 1e-4 * max(abs(w) for w in want)
-        assert got == pytest.approx(want, abs=tol), (key, got, want)
-        gaps[key] = (got[-1], want[-1], max(abs(g - w) for g, w in zip(got, want)))
+        close = pytest.approx(want, abs=0.2) if key == "val_acc1" else pytest.approx(want, rel=1e-4)
+        assert got == close, (key, got, want)
+        gaps[key] = (
+            got[-1],
+            want[-1],
+            max(abs(g - w) / max(abs(w), 1e-12) for g, w in zip(got, want)),
+        )
     print(
         f"\nworker kill: killed pid {victim} of {sorted(before)}, new workers "
         f"{sorted(restarted)}, steps {steps_of(client, run.info.run_id)}, redone after the "
-        f"kill {later}; final (killed, reference, max |diff| over epochs): {gaps}"
+        f"kill {later}; final (killed, reference, max relative diff over epochs): {gaps}"
     )
 
 
@@ -241,9 +246,10 @@ def test_tracking_server_outage_loses_no_metric(tmp_path):
     from tests.test_cluster_two_node import free_port
 
     name, outage_s = "outage", 30.0
-    # 6 epochs: the outage spans trial 1's epochs 2-6, its end and trial 2's start; the
-    # server is back (~34 s) while trial 2 still trains, so the buffer drains mid-sweep.
-    base = {**SLOW, "epochs": 6}
+    # 10 epochs (~3 s each): the outage spans trial 1's epochs 2-10, its end and trial 2's
+    # start; the server is back (~35 s) while trial 2 still trains (until ~65 s), so the
+    # buffer drains mid-sweep (Tune steps), not only in the end-of-sweep flush.
+    base = {**SLOW, "epochs": 10}
     path = sweep_file(tmp_path, name, base, [0.01, 0.001], retries=0)
     opts = ServerOptions(port=free_port(), runs_dir=tmp_path / "mlflow")
     uri = f"http://127.0.0.1:{opts.port}"
@@ -294,6 +300,7 @@ def test_tracking_server_outage_loses_no_metric(tmp_path):
         assert during, "no epoch was reported during the outage"
         lines = out.splitlines()
         back = next(i for i, line in enumerate(lines) if "tracking store back after" in line)
+        assert any("finished" in line for line in lines[back:]), "drained only after the sweep"
         print(f"\noutage: steps {[steps_of(client, c.info.run_id) for c in children]}, "
               f"{len(during)} epoch(s) reported during the outage, server back "
               f"{up_at - down_at:.0f} s after it stopped; driver log: {lines[back].strip()!r}; "
