@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -43,9 +44,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def ray_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1",
+def ray_env(token: Path) -> dict[str, str]:
+    """Token auth on, with the test's own token file: a fresh machine has no
+    `~/.ray/auth_token`, and `ray start` never creates one (a real cluster ships it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
+               RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1",
                RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="180", PYTHONUNBUFFERED="1")  # fmt: skip
     return env
 
@@ -77,10 +81,10 @@ def forget_cluster(port: int) -> None:
 class Node:
     """`ray start ... --block` in its own process group; its output in `log`."""
 
-    def __init__(self, log: Path, *args: str):
+    def __init__(self, log: Path, token: Path, *args: str):
         self.log = log
         with open(log, "w") as out:
-            self.proc = subprocess.Popen([RAY, "start", *args], env=ray_env(), stdout=out,
+            self.proc = subprocess.Popen([RAY, "start", *args], env=ray_env(token), stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.procs: dict[int, str] = {}
 
@@ -127,6 +131,9 @@ def test_two_node_sweep_spans_both_nodes_and_logs_to_server(tmp_path):
     sweep = tmp_path / "two-node.yaml"
     sweep.write_text(yaml.safe_dump(spec, sort_keys=False))
 
+    token = tmp_path / "auth_token"
+    token.write_text(uuid.uuid4().hex)
+    token.chmod(0o600)
     gcs = free_port()
     nodes: list[Node] = []
     server = None
@@ -134,23 +141,35 @@ def test_two_node_sweep_spans_both_nodes_and_logs_to_server(tmp_path):
         opts = ServerOptions(host="127.0.0.1", port=free_port(), runs_dir=tmp_path / "mlflow")
         server = start_server(opts)
         uri = f"http://127.0.0.1:{opts.port}"
-        head = Node(tmp_path / "head.log", "--head", "--port", str(gcs),
+        head = Node(tmp_path / "head.log", token, "--head", "--port", str(gcs),
                     "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
                     "--dashboard-port", str(free_port()),
                     "--ray-client-server-port", str(free_port()), *node_flags("127.0.0.1"))  # fmt: skip
         nodes.append(head)
         started = re.sub(r"\x1b\[[0-9;]*m", "", head.wait_started())
         head_ip = re.search(r"Local node IP: ([\d.]+)", started).group(1)
-        second = Node(tmp_path / "node2.log", "--address", f"127.0.0.1:{gcs}",
+        second = Node(tmp_path / "node2.log", token, "--address", f"127.0.0.1:{gcs}",
                       *node_flags("127.0.0.2"))  # fmt: skip
         nodes.append(second)
         second.wait_started()
         assert head_ip != "127.0.0.2"
 
+        # A driver whose token does not match is refused in one line, before any trial.
+        wrong = tmp_path / "wrong_token"
+        wrong.write_text(uuid.uuid4().hex)
+        proc = subprocess.run(
+            [sys.executable, "launch.py", "sweep", str(sweep), "--address", f"127.0.0.1:{gcs}",
+             "--tracking-uri", uri, "--runs-dir", str(tmp_path / "refused")],
+            cwd=ROOT, env=ray_env(wrong), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-4000:]
+        assert "auth token" in proc.stderr and "RAY_AUTH_TOKEN_PATH" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and "gcs_client" not in proc.stderr, proc.stderr
+
         proc = subprocess.run(
             [sys.executable, "launch.py", "sweep", str(sweep), "--address", f"127.0.0.1:{gcs}",
              "--tracking-uri", uri, "--runs-dir", str(tmp_path / "runs")],
-            cwd=ROOT, env=ray_env(), capture_output=True, text=True, timeout=400,
+            cwd=ROOT, env=ray_env(token), capture_output=True, text=True, timeout=400,
         )  # fmt: skip
         for node in nodes:
             node.remember()  # the workers the raylets started, while they still run

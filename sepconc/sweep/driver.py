@@ -12,10 +12,13 @@ heavy parts to a shared path or `s3://`):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,12 +89,30 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
     if address:
         check_address(address)  # Ray's own connect retries for long and prints many lines
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # a token-auth cluster needs it set
+        from ray.exceptions import AuthenticationError
+
         try:
-            ray.init(address=address, runtime_env=env, logging_level=logging.WARNING,
-                     log_to_driver=False)  # fmt: skip
+            # A refused join retries for ~20 s, one C++ warning a second on fd 2: held back,
+            # read for the cause, and replayed only when the join succeeds.
+            with held_stderr() as held:
+                ray.init(address=address, runtime_env=env, logging_level=logging.WARNING,
+                         log_to_driver=False)  # fmt: skip
+            sys.stderr.write(held.read_text(errors="replace"))
+        except AuthenticationError:
+            raise UserError(f"Ray cluster at {address} needs its auth token and none matches here; "
+                            f"copy the head's ~/.ray/auth_token to this machine or set "
+                            f"RAY_AUTH_TOKEN_PATH (or RAY_AUTH_MODE=disabled for an open "
+                            f"cluster)") from None  # fmt: skip
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            if "InvalidAuthToken" in held.read_text(errors="replace"):
+                raise UserError(f"Ray cluster at {address} refused this machine's auth token; "
+                                f"copy the head's ~/.ray/auth_token here or point "
+                                f"RAY_AUTH_TOKEN_PATH at it") from None  # fmt: skip
             raise UserError(f"cannot join Ray cluster at {address} ({str(exc).splitlines()[0]}); "
-                            f"check the address (ray status) or drop --address") from None  # fmt: skip
+                            f"check the address (ray status), the auth token and that this Ray "
+                            f"is the cluster's version, or drop --address") from None  # fmt: skip
+        finally:
+            held.unlink(missing_ok=True)
     else:
         os.environ.update(env["env_vars"])
         # address="local": always a new embedded instance. A bare ray.init() would join the
@@ -101,6 +122,22 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
                  log_to_driver=False,
                  include_dashboard=True, dashboard_host="127.0.0.1")  # fmt: skip
     check_resources(spec, ray.cluster_resources(), len(ray.nodes()), paths)
+
+
+@contextlib.contextmanager
+def held_stderr():
+    """Send file descriptor 2 (C++ logs included) to a temporary file while the block runs."""
+    fd, name = tempfile.mkstemp(prefix="sepconc-ray-init-", suffix=".log")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    try:
+        yield Path(name)
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
