@@ -60,7 +60,7 @@ class PhaseScattering2D(nn.Module):
             FFT, product with the filters, inverse FFT, subsampling), ``"conv"``
             (reflect-and-wrap index gather, then one polyphase convolution with
             ``1 + 2L`` truncated ``13 x 13`` filters; relative L2 error <= 1e-4),
-            ``"dense"`` (the exact linear map as one ``n^2 x (1+4L)(n/2)^2`` matrix
+            ``"dense"`` (the exact linear map as one ``n^2 x (1+2L)(n/2)^2`` matrix
             product, ``n <= 32``; error at float rounding) or ``"auto"``.
         kernel_size: odd spatial support of the ``"conv"`` path.
 
@@ -76,7 +76,7 @@ class PhaseScattering2D(nn.Module):
     Buffers (float64, non-persistent, moved by ``.to(device)``; cast to the input's
     dtype in ``forward``): ``fourier`` ``(1 + L, M, M)``, ``pad_idx`` ``(M,)``,
     ``weight`` ``(1 + 2L, 4, (k+1)/2, (k+1)/2)``, ``gather_idx`` ``(n//2*2 + k - 1,)``,
-    and ``dense`` ``(n^2, (1+4L)(n//2)^2)`` when the dense form is used (else ``None``).
+    and ``dense`` ``(n^2, (1+2L)(n//2)^2)`` when the dense form is used (else ``None``).
 
     Shapes: ``(B, C, n, n) -> (B, C*(1 + 4L), n//2, n//2)``.
     """

@@ -88,14 +88,12 @@ def phase_scattering_conv(
 
 
 def dense_operator(filters: torch.Tensor, pad_idx: torch.Tensor) -> torch.Tensor:
-    """Exact matrix ``(n*n, (1+4L)*(n//2)^2)`` of ``x -> [phi x, Re W_0 x, Im W_0 x,
-    -Re W_0 x, -Im W_0 x, ...]``: the phase-scattering channels before rectification.
+    """Exact matrix ``(n*n, (1+2L)*(n//2)^2)`` of the linear map
+    ``x -> [phi x, Re W_0 x, Im W_0 x, Re W_1 x, ...]`` (before rectification).
 
     ``filters`` / ``pad_idx``: as for ``phase_scattering_fourier`` (``n`` is read from
     ``pad_idx``'s source range). Row ``i`` is the response to the unit image ``e_i``
-    (row-major); columns are ``(channel, row, col)``-major in MODELS.md's channel order,
-    so the output needs only a ReLU on channels 1.. (no reordering, no negation).
-    Same dtype as ``filters``.
+    (row-major); columns are ``(channel, row, col)``-major. Same dtype as ``filters``.
     """
     n = int(pad_idx.max()) + 1
     L = filters.shape[0] - 1
@@ -105,20 +103,57 @@ def dense_operator(filters: torch.Tensor, pad_idx: torch.Tensor) -> torch.Tensor
     low, ph = out.split([1, 4 * L], dim=1)
     ph = ph.reshape(n * n, L, 4, h, h)
     wav = ph[:, :, :2] - ph[:, :, 2:]  # relu(v) - relu(-v) = v: [Re, Im]
-    signed = torch.cat([wav, -wav], dim=2)  # [Re, Im, -Re, -Im] per orientation
-    return torch.cat([low, signed.reshape(n * n, 4 * L, h, h)], dim=1).reshape(n * n, -1)
+    return torch.cat([low, wav.reshape(n * n, 2 * L, h, h)], dim=1).reshape(n * n, -1)
 
 
 def phase_scattering_dense(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
     """Phase scattering of ``x`` ``(B, C, n, n)`` with ``operator = dense_operator(...)``."""
     if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
         raise ValueError(f"expected a (B, C, n, n) input, got shape {tuple(x.shape)}")
-    B, C, n, _ = x.shape
-    h = n // 2
-    k = operator.shape[1] // (h * h)  # 1 + 4L
-    z = (x.reshape(B * C, n * n) @ operator.to(x.dtype)).reshape(B * C, k, h, h)
-    z[:, 1:].relu_()  # the low-pass channel stays signed
-    return z.reshape(B, C * k, h, h)
+    return _DenseRectified.apply(x, operator.to(x.dtype))
+
+
+class _DenseRectified(torch.autograd.Function):
+    """``z = x D`` (one GEMM over ``1+2L`` channels), then ``[low, relu(w), relu(-w)]``
+    written straight into the output in MODELS.md's order ``[Re, Im, -Re, -Im]``.
+
+    Half the GEMM of tabulating the negated channels too, and no concatenation: the
+    backward folds the two signed gradients into one (``g+`` where ``w > 0``, ``-g-``
+    where ``w < 0``) and does one GEMM with ``D^T``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, operator):
+        B, C, n, _ = x.shape
+        h = n // 2
+        L = (operator.shape[1] // (h * h) - 1) // 2
+        z = (x.reshape(B * C, n * n) @ operator).view(B * C, 1 + 2 * L, h * h)
+        out = x.new_empty(B * C, 1 + 4 * L, h * h)
+        out[:, 0] = z[:, 0]
+        wav = z[:, 1:].view(B * C, L, 2, h * h)
+        phases = out[:, 1:].view(B * C, L, 4, h * h)
+        torch.clamp(wav, min=0, out=phases[:, :, :2])
+        torch.clamp(wav, max=0, out=phases[:, :, 2:]).neg_()
+        ctx.save_for_backward(z, operator)
+        ctx.input_shape = x.shape
+        return out.view(B, C * (1 + 4 * L), h, h)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, operator = ctx.saved_tensors
+        BC, K, hh = z.shape
+        L = (K - 1) // 2
+        grad = grad.reshape(BC, 1 + 4 * L, hh)
+        grad_z = torch.empty_like(z)
+        grad_z[:, 0] = grad[:, 0]
+        wav = z[:, 1:].view(BC, L, 2, hh)
+        phases = grad[:, 1:].view(BC, L, 4, hh)
+        # g+ where w > 0, -g- where w < 0, 0 where w == 0 (both ReLUs' gradient at 0)
+        grad_wav = grad_z[:, 1:].view(BC, L, 2, hh)
+        torch.where(wav > 0, phases[:, :, :2], phases[:, :, 2:].neg(), out=grad_wav)
+        grad_wav.masked_fill_(wav == 0, 0)
+        grad_x = grad_z.view(BC, K * hh) @ operator.T
+        return grad_x.view(ctx.input_shape), None
 
 
 def _rectify(z: torch.Tensor, B: int, C: int, L: int) -> torch.Tensor:
