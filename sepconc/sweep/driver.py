@@ -91,28 +91,26 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # a token-auth cluster needs it set
         from ray.exceptions import AuthenticationError
 
-        try:
-            # A refused join retries for ~20 s, one C++ warning a second on fd 2: held back,
-            # read for the cause, and replayed only when the join succeeds.
-            with held_stderr() as held:
+        refused = (f"Ray cluster at {address} refused this machine's auth token (none here, or "
+                   f"not the cluster's); copy the head's ~/.ray/auth_token here or point "
+                   f"RAY_AUTH_TOKEN_PATH at it (RAY_AUTH_MODE=disabled for a cluster without "
+                   f"auth)")  # fmt: skip
+        # A refused join retries for ~20 s, one C++ warning a second on fd 2: held back,
+        # read for the cause, and replayed only when the join succeeds.
+        with held_stderr() as held:
+            try:
                 ray.init(address=address, runtime_env=env, logging_level=logging.WARNING,
                          log_to_driver=False)  # fmt: skip
-            sys.stderr.write(held.read_text(errors="replace"))
-        except AuthenticationError:
-            raise UserError(f"Ray cluster at {address} needs its auth token and none matches here; "
-                            f"copy the head's ~/.ray/auth_token to this machine or set "
-                            f"RAY_AUTH_TOKEN_PATH (or RAY_AUTH_MODE=disabled for an open "
-                            f"cluster)") from None  # fmt: skip
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            if "InvalidAuthToken" in held.read_text(errors="replace"):
-                raise UserError(f"Ray cluster at {address} refused this machine's auth token; "
-                                f"copy the head's ~/.ray/auth_token here or point "
-                                f"RAY_AUTH_TOKEN_PATH at it") from None  # fmt: skip
-            raise UserError(f"cannot join Ray cluster at {address} ({str(exc).splitlines()[0]}); "
-                            f"check the address (ray status), the auth token and that this Ray "
-                            f"is the cluster's version, or drop --address") from None  # fmt: skip
-        finally:
-            held.unlink(missing_ok=True)
+            except AuthenticationError:
+                raise UserError(refused) from None
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                if "InvalidAuthToken" in held.read():
+                    raise UserError(refused) from None
+                raise UserError(f"cannot join Ray cluster at {address} ({str(exc).splitlines()[0]}); "
+                                f"check the address (ray status), the auth token and that this "
+                                f"Ray is the cluster's version, or drop --address") from None  # fmt: skip
+            replay = held.read()
+        sys.stderr.write(replay)  # fd 2 is back
     else:
         os.environ.update(env["env_vars"])
         # address="local": always a new embedded instance. A bare ray.init() would join the
@@ -124,20 +122,31 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
     check_resources(spec, ray.cluster_resources(), len(ray.nodes()), paths)
 
 
+class HeldStderr:
+    """File descriptor 2 (C++ logs included) sent to a temporary file; `read()` its text."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def read(self) -> str:
+        sys.stderr.flush()
+        self.file.seek(0)
+        return self.file.read().decode(errors="replace")
+
+
 @contextlib.contextmanager
 def held_stderr():
-    """Send file descriptor 2 (C++ logs included) to a temporary file while the block runs."""
-    fd, name = tempfile.mkstemp(prefix="sepconc-ray-init-", suffix=".log")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(fd, 2)
-    try:
-        yield Path(name)
-    finally:
+    """Hold back everything written to fd 2 while the block runs (the file is then deleted)."""
+    with tempfile.TemporaryFile() as file:
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(fd)
+        saved = os.dup(2)
+        os.dup2(file.fileno(), 2)
+        try:
+            yield HeldStderr(file)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
