@@ -25,7 +25,7 @@ from sepconc.config import Config, ModelConfig
 from sepconc.errors import UserError
 from sepconc.layers.classifier import Classifier
 from sepconc.layers.frame import TightFrame
-from sepconc.layers.projection import Projection, normalize_positions
+from sepconc.layers.projection import Projection, normalize_positions, standardize_project
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,10 @@ class Block(nn.Module):
         if not frontend_done:
             x = self.frontend(x)
         if self.projection is not None:
-            x = self.projection(self.standardize(x))
+            if self.projection.kernel_size == 1:
+                x = standardize_project(x, self.standardize, self.projection)
+            else:
+                x = self.projection(self.standardize(x))
         if self.frame is not None:
             return self.frame(x)  # normalizes its patches itself
         return normalize_positions(x)

@@ -25,6 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import sepconc.layers.frame as frame_module
 from sepconc.frames import (
     flatten_atoms,
     parseval_step,
@@ -316,11 +317,24 @@ def test_patch_frame_reconstructs_with_a_tight_frame():
     torch.testing.assert_close(frame(x) - frame(-x), patch_average(x, k, k, lambda c: c))
 
 
-def test_pointwise_relu_frame_function_matches_autograd_and_gradchecks():
+@pytest.mark.parametrize("layout", ["rows", "channel-major"])
+@pytest.mark.parametrize("block_rows", [None, 16])
+def test_pointwise_relu_frame_function_matches_autograd_and_gradchecks(
+    layout, block_rows, monkeypatch
+):
     """The k=1 ReLU frame's own autograd Function: values and gradients (rows and atoms)
-    equal the plain autograd expression's, and pass gradcheck, in float64."""
+    equal the plain autograd expression's, and pass gradcheck, in float64; for rows stored
+    as rows or transposed (channel-major, whose output stays transposed), and computed
+    in one block of rows or in several (the last one shorter)."""
+    if block_rows is not None:
+        monkeypatch.setattr(frame_module, "_MIN_BLOCK_ROWS", block_rows)
+        monkeypatch.setattr(frame_module, "_BLOCK_ELEMENTS", block_rows * 12)
+        assert len(frame_module._row_blocks(40, 12)) == 3
     gen = torch.Generator().manual_seed(0)
-    rows = torch.randn(40, 5, generator=gen, dtype=DOUBLE, requires_grad=True)
+    rows = torch.randn(40, 5, generator=gen, dtype=DOUBLE)
+    if layout == "channel-major":
+        rows = rows.T.contiguous().T
+    rows.requires_grad_(True)
     w = (torch.randn(12, 5, generator=gen, dtype=DOUBLE) / 3).requires_grad_(True)
     lam = 0.1
 
@@ -330,6 +344,7 @@ def test_pointwise_relu_frame_function_matches_autograd_and_gradchecks():
 
     grad = torch.randn(40, 5, generator=gen, dtype=DOUBLE)
     ours = PointwiseReluFrame.apply(rows, w, lam)
+    assert ours.stride() == rows.stride()
     ref = reference(rows, w)
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     g_ours = torch.autograd.grad(ours, (rows, w), grad)

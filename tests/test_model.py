@@ -20,6 +20,7 @@ from torch import nn
 import sepconc
 from sepconc.config import Config, ModelConfig
 from sepconc.errors import UserError
+from sepconc.layers.projection import Projection, standardize_project
 from sepconc.model import build_model, expected_parameter_count, plan_model, tree_channels
 
 
@@ -352,12 +353,14 @@ def test_build_model_from_a_full_config():
 # ------------------------------------------------------------------ gradients
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize(
     "non_linearity,k,s",
     [("relu", 1, 1), ("softshrink", 1, 1), ("softshrink", 2, 1), ("relu", 2, 2)],
 )
-def test_block_gradcheck(non_linearity, k, s):
-    """Input and P gradients of a whole scatnetblockanalysis block, float64, BN frozen."""
+def test_block_gradcheck(non_linearity, k, s, mode):
+    """Input and P gradients of a whole scatnetblockanalysis block, float64, with batch
+    statistics (train) and with the running ones (eval)."""
     torch.manual_seed(0)
     config = model(
         arch="scatnetblockanalysis",
@@ -369,16 +372,57 @@ def test_block_gradcheck(non_linearity, k, s):
         frame_stride=[s],
         non_linearity=non_linearity,
     )
-    net = build_model(config, (2, 8, 8), 3).double().eval()
+    net = build_model(config, (2, 8, 8), 3).double().train(mode == "train")
     block = net.blocks[0]
-    x = torch.randn(1, 2, 8, 8, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64, requires_grad=True)
     w = block.projection.weight.detach().clone().requires_grad_(True)
 
     def fn(x, w):
         return torch.func.functional_call(block, {"projection.weight": w}, (x,))
 
-    assert fn(x, w).shape == (1, 6, 4, 4)
+    assert fn(x, w).shape == (2, 6, 4, 4)
     assert torch.autograd.gradcheck(fn, (x, w), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channel-major"])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_standardize_project_equals_batchnorm_then_projection(layout, momentum):
+    """The fused standardization + 1x1 projection gives BatchNorm2d(affine=False) then
+    `Projection`'s values, input and weight gradients, running statistics and batch count,
+    in training (three steps) and eval mode; float64. One channel has mean 10^3 x its
+    spread (the exact-variance fallback) and one is constant."""
+    torch.manual_seed(0)
+    ref_norm = nn.BatchNorm2d(7, affine=False, momentum=momentum).double()
+    norm = nn.BatchNorm2d(7, affine=False, momentum=momentum).double()
+    proj = Projection(7, 5).double()
+    for step in range(3):
+        x = torch.randn(4, 7, 3, 3, dtype=torch.float64) + step
+        x[:, 2] = 1e3 + 1e-3 * x[:, 2]
+        x[:, 4] = 2.0
+        if layout == "channel-major":
+            x = x.transpose(0, 1).contiguous().transpose(0, 1)
+        x.requires_grad_(True)
+        want = proj(ref_norm(x))
+        got = standardize_project(x, norm, proj)
+        assert got.shape == want.shape and got.transpose(0, 1).is_contiguous()
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+        grad = torch.randn_like(want)
+        for a, b in zip(torch.autograd.grad(got, (x, proj.weight), grad),
+                        torch.autograd.grad(want, (x, proj.weight), grad)):  # fmt: skip
+            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(norm, name), getattr(ref_norm, name))
+    norm.eval(), ref_norm.eval()
+    torch.testing.assert_close(standardize_project(x, norm, proj), proj(ref_norm(x)))
+
+
+def test_standardized_projection_gradcheck():
+    from sepconc.layers.projection import _StandardizedProjection
+
+    cols = torch.randn(6, 20, dtype=torch.float64, requires_grad=True)
+    p = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    fn = lambda c, w: _StandardizedProjection.apply(c, w, 1e-5, None, None, 0.0)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (cols, p), eps=1e-6, atol=1e-6)
 
 
 def test_classifier_and_analysis_gradcheck():
@@ -405,7 +449,7 @@ class NaNGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        grad = grad.clone()
+        grad = grad.clone(memory_format=torch.contiguous_format)
         grad.view(-1)[0] = float("nan")
         grad.view(-1)[1] = float("inf")
         return grad

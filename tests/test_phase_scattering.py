@@ -127,8 +127,26 @@ def test_stored_reference() -> None:
 def test_gradcheck(method: str, n: int) -> None:
     torch.manual_seed(n)
     m = PhaseScattering2D(n, 2, method=method).double()
-    x = torch.randn(1, 2, n, n, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, n, n, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(m, (x,), eps=1e-6, atol=1e-6)
+
+
+def test_dense_reads_and_writes_channel_major() -> None:
+    """The dense path takes a (B, C, n, n) input in either storage order and returns the
+    same values (and input gradients) stored channel-major, (C(1+4L), B, h, h) underneath,
+    the layout the block's standardization reads without a copy."""
+    torch.manual_seed(0)
+    m = PhaseScattering2D(8, 2, method="dense").double()
+    x = torch.randn(3, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    x_cm = x.detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_(True)
+    y, y_cm = m(x), m(x_cm)
+    want = PhaseScattering2D(8, 2, method="fourier").double()(x)
+    assert y.shape == (3, 36, 4, 4) and y.transpose(0, 1).is_contiguous()
+    assert _rel(y, want) <= 1e-10 and torch.equal(y, y_cm)
+    grad = torch.randn_like(want)
+    g, g_cm, g_want = (torch.autograd.grad(out, inp, grad)[0]
+                       for out, inp in ((y, x), (y_cm, x_cm), (want, x)))  # fmt: skip
+    assert torch.equal(g, g_cm) and _rel(g, g_want) <= 1e-10
 
 
 def test_no_parameters_and_buffers_follow_dtype() -> None:

@@ -103,13 +103,14 @@ class TightFrame(nn.Module):
         reset_atom_norms(self.weight.data, self.atom_norm)
         batch, channels, height, width = x.shape
         w = self.weight.reshape(self.width, channels)
+        # channel-major x (see `sepconc.layers.projection`): `rows` is a transposed view
         rows = x.permute(0, 2, 3, 1).reshape(-1, channels)
         if self.non_linearity == "relu":
             y = PointwiseReluFrame.apply(rows, w, self.threshold)
         else:
-            rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            y = rho(rows @ w.T, self.non_linearity, self.threshold) @ w
-        return y.reshape(batch, height, width, channels).permute(0, 3, 1, 2).contiguous()
+            rows = rows / _row_norms(rows)
+            y = _matmul_like(rho(rows @ w.T, self.non_linearity, self.threshold), w, rows)
+        return y.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
         return (
@@ -132,19 +133,68 @@ class PointwiseReluFrame(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows, w, threshold):
-        norms = rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        norms = _row_norms(rows)
         unit = rows / norms
-        coeffs = (unit @ w.T).sub_(threshold).clamp_(min=0)
+        coeffs = unit.new_empty(len(unit), len(w))
+        out = _empty_like_rows(rows)
+        # a block of rows at a time: each block of coefficients is rectified and multiplied
+        # back while it is still in cache (one read of `coeffs` from memory fewer)
+        for block in _row_blocks(len(unit), len(w)):
+            z = torch.mm(unit[block], w.T, out=coeffs[block]).sub_(threshold).clamp_(min=0)
+            out[block] = z @ w
         ctx.save_for_backward(norms, unit, w, coeffs)
-        return coeffs @ w
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         norms, unit, w, coeffs = ctx.saved_tensors
         grad_w = coeffs.T @ grad
-        grad_z = (grad @ w.T).masked_fill_(coeffs == 0, 0)
-        grad_unit = grad_z @ w
-        grad_w.addmm_(grad_z.T, unit)
+        grad_unit = torch.empty_like(unit)
+        # The coefficients' gradient `mask * (grad w^T)` is as large as `coeffs`; made and
+        # used a block of rows at a time (a reused ~16 MiB buffer), it never costs a fresh
+        # (N, width) allocation, whose page faults on CPU cost more than the masking pass.
+        for block in _row_blocks(len(unit), len(w)):
+            grad_z = grad[block] @ w.T
+            # relu's own backward kernel, in place: grad where coeffs > 0, one pass
+            torch.ops.aten.threshold_backward.grad_input(
+                grad_z, coeffs[block], 0, grad_input=grad_z
+            )
+            grad_unit[block] = grad_z @ w
+            grad_w.addmm_(grad_z.T, unit[block])
         # through `unit = rows / ||rows||`: project out the radial part, divide by the norm
         grad_rows = (grad_unit - unit * (unit * grad_unit).sum(1, keepdim=True)) / norms
         return grad_rows, grad_w, None
+
+
+#: Elements of one row block of the frame's coefficients (4M floats: 16 MiB), and the
+#: fewest rows in a block (so its matrix products stay large).
+_BLOCK_ELEMENTS = 1 << 22
+_MIN_BLOCK_ROWS = 256
+
+
+def _row_blocks(rows: int, width: int) -> list[slice]:
+    """Row blocks of about `_BLOCK_ELEMENTS` coefficients each."""
+    step = max(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS // width)
+    return [slice(start, start + step) for start in range(0, rows, step)]
+
+
+def _empty_like_rows(rows: torch.Tensor) -> torch.Tensor:
+    """An uninitialized `(N, C)` tensor stored as `rows` is (transposed for channel-major)."""
+    if rows.stride(0) == 1 and rows.shape[1] > 1:
+        return rows.new_empty(rows.shape[1], rows.shape[0]).T
+    return rows.new_empty(rows.shape)
+
+
+def _row_norms(rows: torch.Tensor) -> torch.Tensor:
+    """`||row||` as `(N, 1)`, floored at 1e-12. For a transposed (channel-major) `rows`
+    the sum of squares runs down contiguous columns: a strided `norm` is ~10x slower."""
+    if rows.stride(0) == 1 and rows.dim() == 2 and rows.shape[1] > 1:
+        return rows.T.square().sum(0).sqrt().clamp_min(1e-12).unsqueeze(1)
+    return rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _matmul_like(a: torch.Tensor, b: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`a @ b`, stored transposed when `like` is (a channel-major block's rows stay so)."""
+    if like.stride(0) == 1 and like.shape[1] > 1:
+        return (b.T @ a.T).T
+    return a @ b

@@ -120,6 +120,11 @@ class _DenseRectified(torch.autograd.Function):
     Half the GEMM of tabulating the negated channels too, and no concatenation: the
     backward folds the two signed gradients into one (``g+`` where ``w > 0``, ``-g-``
     where ``w < 0``) and does one GEMM with ``D^T``.
+
+    Channel-major in and out (see ``sepconc.layers.projection``): the GEMM's rows are
+    the ``(c, b)`` images of the ``(C, B, n, n)`` storage (a view when ``x`` is already
+    channel-major), and the output ``(B, C(1+4L), h, h)`` is returned as a view of
+    ``(C(1+4L), B, h, h)`` storage, the layout the standardization and projection read.
     """
 
     @staticmethod
@@ -127,33 +132,35 @@ class _DenseRectified(torch.autograd.Function):
         B, C, n, _ = x.shape
         h = n // 2
         L = (operator.shape[1] // (h * h) - 1) // 2
-        z = (x.reshape(B * C, n * n) @ operator).view(B * C, 1 + 2 * L, h * h)
-        out = x.new_empty(B * C, 1 + 4 * L, h * h)
-        out[:, 0] = z[:, 0]
-        wav = z[:, 1:].view(B * C, L, 2, h * h)
-        phases = out[:, 1:].view(B * C, L, 4, h * h)
+        rows = x.transpose(0, 1).reshape(C * B, n * n)
+        z = (rows @ operator).view(C, B, 1 + 2 * L, h * h)
+        out = x.new_empty(C, 1 + 4 * L, B, h * h)
+        out[:, 0] = z[:, :, 0]
+        wav = z[:, :, 1:].view(C, B, L, 2, h * h).permute(0, 2, 3, 1, 4)
+        phases = out[:, 1:].view(C, L, 4, B, h * h)
         torch.clamp(wav, min=0, out=phases[:, :, :2])
         torch.clamp(wav, max=0, out=phases[:, :, 2:]).neg_()
         ctx.save_for_backward(z, operator)
-        ctx.input_shape = x.shape
-        return out.view(B, C * (1 + 4 * L), h, h)
+        ctx.n = n
+        return out.view(C * (1 + 4 * L), B, h, h).transpose(0, 1)
 
     @staticmethod
     def backward(ctx, grad):
         z, operator = ctx.saved_tensors
-        BC, K, hh = z.shape
+        C, B, K, hh = z.shape
         L = (K - 1) // 2
-        grad = grad.reshape(BC, 1 + 4 * L, hh)
+        grad = grad.transpose(0, 1).reshape(C, 1 + 4 * L, B, hh)
         grad_z = torch.empty_like(z)
-        grad_z[:, 0] = grad[:, 0]
-        wav = z[:, 1:].view(BC, L, 2, hh)
-        phases = grad[:, 1:].view(BC, L, 4, hh)
+        grad_z[:, :, 0] = grad[:, 0]
+        wav = z[:, :, 1:].view(C, B, L, 2, hh).permute(0, 2, 3, 1, 4)
+        phases = grad[:, 1:].view(C, L, 4, B, hh)
         # g+ where w > 0, -g- where w < 0, 0 where w == 0 (both ReLUs' gradient at 0)
-        grad_wav = grad_z[:, 1:].view(BC, L, 2, hh)
+        grad_wav = grad_z[:, :, 1:].view(C, B, L, 2, hh).permute(0, 2, 3, 1, 4)
         torch.where(wav > 0, phases[:, :, :2], phases[:, :, 2:].neg(), out=grad_wav)
         grad_wav.masked_fill_(wav == 0, 0)
-        grad_x = grad_z.view(BC, K * hh) @ operator.T
-        return grad_x.view(ctx.input_shape), None
+        grad_rows = grad_z.view(C * B, K * hh) @ operator.T
+        n = ctx.n
+        return grad_rows.view(C, B, n, n).transpose(0, 1), None
 
 
 def _rectify(z: torch.Tensor, B: int, C: int, L: int) -> torch.Tensor:
