@@ -9,6 +9,10 @@ optional tight frame `A`; blocks are chained and the last feeds the classifier.
 | scatnetblock | phase scattering | yes | - | n_blocks |
 | scatnetblockanalysis | phase scattering | yes | yes | n_blocks |
 
+Activations between the front-end and the classifier are stored channel-major (a
+`(B, C, n, n)` view of `(C, B, n, n)` storage; `sepconc.layers.projection` explains why):
+callers see ordinary shapes and values, and `.contiguous()` gives the usual layout.
+
 `plan_model` computes every block's channel counts and sizes without building
 anything and refuses impossible configurations; `build_model` builds the
 single-device `nn.Module` (the trainer applies DDP from outside).
