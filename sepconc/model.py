@@ -29,7 +29,13 @@ from sepconc.config import Config, ModelConfig
 from sepconc.errors import UserError
 from sepconc.layers.classifier import Classifier
 from sepconc.layers.frame import TightFrame
-from sepconc.layers.projection import Projection, normalize_positions, standardize_project
+from sepconc.layers.projection import (
+    FUSED_MIN_ELEMENTS,
+    Projection,
+    normalize_positions,
+    phase_standardize_project,
+    standardize_project,
+)
 
 
 @dataclass(frozen=True)
@@ -174,16 +180,36 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, frontend_done: bool = False) -> torch.Tensor:
         """`x: (B, C, n, n)` (or the front-end's output when `frontend_done`)."""
-        if not frontend_done:
-            x = self.frontend(x)
-        if self.projection is not None:
-            if self.projection.kernel_size == 1:
-                x = standardize_project(x, self.standardize, self.projection)
-            else:
-                x = self.projection(self.standardize(x))
+        if self._fuses_frontend(x, frontend_done):
+            self.frontend.check_input(x)
+            x = phase_standardize_project(x, self.frontend.dense, self.standardize,
+                                          self.projection)  # fmt: skip
+        else:
+            if not frontend_done:
+                x = self.frontend(x)
+            if self.projection is not None:
+                if self.projection.kernel_size == 1:
+                    x = standardize_project(x, self.standardize, self.projection)
+                else:
+                    x = self.projection(self.standardize(x))
         if self.frame is not None:
             return self.frame(x)  # normalizes its patches itself
         return normalize_positions(x)
+
+    def _fuses_frontend(self, x: torch.Tensor, frontend_done: bool) -> bool:
+        """Whether a training step runs the front-end, standardization and 1x1 projection
+        as one operation (`phase_standardize_project`): dense phase scattering whose output
+        is large enough to gain from it (`FUSED_MIN_ELEMENTS`)."""
+        outputs = self.plan.frontend_channels * self.plan.frontend_size**2 * x.shape[0]
+        return (
+            not frontend_done
+            and outputs >= FUSED_MIN_ELEMENTS
+            and self.projection is not None
+            and self.projection.kernel_size == 1
+            and self.standardize.training
+            and getattr(self.frontend, "dense", None) is not None
+            and self.frontend.resolved_method(x.device) == "dense"
+        )
 
 
 def _build_frontend(plan: BlockPlan, model: ModelConfig) -> nn.Module:

@@ -476,3 +476,68 @@ def test_nonfinite_gradients_at_block_inputs_are_zeroed_and_counted():
     net2 = build_model(config, (1, 16, 16), 10)
     net2(torch.randn(4, 1, 16, 16, requires_grad=True)).sum().backward()
     assert net2.pop_nonfinite_count() == 0
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channel-major"])
+def test_fused_phase_standardize_project_equals_the_plain_modules(layout, monkeypatch):
+    """The fused dense phase scattering + standardization + projection, computed in
+    several channel blocks (the last one shorter), gives the plain modules' values
+    (Fourier phase scattering, BatchNorm2d, Projection), input and weight gradients and
+    running statistics, float64. An all-zero input channel checks the ReLUs' zero
+    gradient at 0, where the fused backward reads its masks from the rectified rows."""
+    import sepconc.layers.projection as projection_module
+    from sepconc.layers.projection import phase_standardize_project
+    from sepconc.scattering import PhaseScattering2D
+
+    monkeypatch.setattr(projection_module, "_BLOCK_ELEMENTS", 2 * 9 * 3 * 16)  # 2 channels
+    assert len(projection_module._channel_blocks(5, 9 * 3 * 16)) == 3
+    torch.manual_seed(0)
+    dense = PhaseScattering2D(8, 2, method="dense").double()
+    fourier = PhaseScattering2D(8, 2, method="fourier").double()
+    norm, ref_norm = (nn.BatchNorm2d(45, affine=False).double() for _ in range(2))
+    proj = Projection(45, 6).double()
+    for step in range(2):
+        x = torch.randn(3, 5, 8, 8, dtype=torch.float64) + step
+        x[:, 3] = 0
+        if layout == "channel-major":
+            x = x.transpose(0, 1).contiguous().transpose(0, 1)
+        x.requires_grad_(True)
+        got = phase_standardize_project(x, dense.dense, norm, proj)
+        want = proj(ref_norm(fourier(x)))
+        assert got.transpose(0, 1).is_contiguous()
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
+        grad = torch.randn_like(want)
+        for a, b in zip(torch.autograd.grad(got, (x, proj.weight), grad),
+                        torch.autograd.grad(want, (x, proj.weight), grad)):  # fmt: skip
+            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(norm, name), getattr(ref_norm, name))
+    cm = torch.randn(3, 5, 8, 8, dtype=torch.float64, requires_grad=True)  # no kink at 0
+    p = proj.weight.detach().reshape(6, 45).requires_grad_(True)
+    fn = lambda a, w: projection_module._DensePhaseStandardizedProjection.apply(  # noqa: E731
+        a, dense.dense, w, 1e-5, None, None, 0.0
+    )
+    assert torch.autograd.gradcheck(fn, (cm, p), eps=1e-6, atol=1e-6)
+
+
+def test_a_network_trains_the_same_with_the_fused_front_end(monkeypatch):
+    """A whole scatnetblockanalysis step (loss, every gradient) is the same whether its
+    dense-phase blocks take the fused path or the separate modules, float64."""
+    import sepconc.model as model_module
+
+    config = model(arch="scatnetblockanalysis", n_blocks=2, scat_angles=[2],
+                   P_proj_size=[6, 8], frame_width=[12, 16])  # fmt: skip
+    x = torch.randn(4, 2, 8, 8, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 1])
+    results = []
+    for threshold in (0, 10**12):
+        monkeypatch.setattr(model_module, "FUSED_MIN_ELEMENTS", threshold)
+        torch.manual_seed(0)
+        net = build_model(config, (2, 8, 8), 3).double()
+        assert net.blocks[0]._fuses_frontend(x, False) == (threshold == 0)
+        loss = nn.functional.cross_entropy(net(x), labels)
+        results.append((loss, torch.autograd.grad(loss, list(net.parameters()))))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)

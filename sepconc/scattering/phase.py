@@ -126,12 +126,16 @@ class PhaseScattering2D(nn.Module):
             return self.method
         return "dense" if self.n <= AUTO_DENSE_MAX_N else "conv"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor) -> None:
+        """`ValueError` unless `x` is `(B, C, n, n)` for this module's `n`."""
         if x.dim() != 4 or x.shape[-2:] != (self.n, self.n):
             raise ValueError(
                 f"PhaseScattering2D(n={self.n}) expects (B, C, {self.n}, {self.n}), "
                 f"got {tuple(x.shape)}"
             )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         method = self.resolved_method(x.device)
         if method == "fourier":
             return phase_scattering_fourier(x, self.fourier, self.pad_idx)

@@ -129,38 +129,85 @@ class _DenseRectified(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, operator):
-        B, C, n, _ = x.shape
-        h = n // 2
-        L = (operator.shape[1] // (h * h) - 1) // 2
-        rows = x.transpose(0, 1).reshape(C * B, n * n)
-        z = (rows @ operator).view(C, B, 1 + 2 * L, h * h)
-        out = x.new_empty(C, 1 + 4 * L, B, h * h)
-        out[:, 0] = z[:, :, 0]
-        wav = z[:, :, 1:].view(C, B, L, 2, h * h).permute(0, 2, 3, 1, 4)
-        phases = out[:, 1:].view(C, L, 4, B, h * h)
-        torch.clamp(wav, min=0, out=phases[:, :, :2])
-        torch.clamp(wav, max=0, out=phases[:, :, 2:]).neg_()
+        z = dense_linear(x, operator)
+        C, B, K, hh = z.shape
+        out = rectify_into(z, x.new_empty(C, 2 * K - 1, B, hh))
         ctx.save_for_backward(z, operator)
-        ctx.n = n
-        return out.view(C * (1 + 4 * L), B, h, h).transpose(0, 1)
+        n = x.shape[-1]
+        return out.view(-1, B, n // 2, n // 2).transpose(0, 1)
 
     @staticmethod
     def backward(ctx, grad):
         z, operator = ctx.saved_tensors
         C, B, K, hh = z.shape
-        L = (K - 1) // 2
-        grad = grad.transpose(0, 1).reshape(C, 1 + 4 * L, B, hh)
-        grad_z = torch.empty_like(z)
-        grad_z[:, :, 0] = grad[:, 0]
-        wav = z[:, :, 1:].view(C, B, L, 2, hh).permute(0, 2, 3, 1, 4)
-        phases = grad[:, 1:].view(C, L, 4, B, hh)
-        # g+ where w > 0, -g- where w < 0, 0 where w == 0 (both ReLUs' gradient at 0)
-        grad_wav = grad_z[:, :, 1:].view(C, B, L, 2, hh).permute(0, 2, 3, 1, 4)
-        torch.where(wav > 0, phases[:, :, :2], phases[:, :, 2:].neg(), out=grad_wav)
-        grad_wav.masked_fill_(wav == 0, 0)
-        grad_rows = grad_z.view(C * B, K * hh) @ operator.T
-        n = ctx.n
-        return grad_rows.view(C, B, n, n).transpose(0, 1), None
+        grad_z = fold_gradient_into(grad.transpose(0, 1).reshape(C, 2 * K - 1, B, hh), z,
+                                    torch.empty_like(z))  # fmt: skip
+        return dense_input_gradient(grad_z, operator), None
+
+
+def dense_linear(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+    """The linear channels ``z = x D`` of ``x`` ``(B, C, n, n)``: ``(C, B, 1+2L, (n//2)^2)``.
+
+    The GEMM's rows are the ``(c, b)`` images of ``x``'s channel-major storage (a view
+    when ``x`` is channel-major, else one copy of the input, the smallest tensor here).
+    """
+    B, C, n, _ = x.shape
+    rows = x.transpose(0, 1).reshape(C * B, n * n)
+    return (rows @ operator).view(C, B, -1, (n // 2) ** 2)
+
+
+def rectify_into(z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``z`` ``(c, B, 1+2L, m)`` -> ``out`` ``(c, 1+4L, B, m)``: ``[low, relu(Re), relu(Im),
+    relu(-Re), relu(-Im), ...]`` per input channel (MODELS.md's order), written in place."""
+    c, B, K, m = z.shape
+    L = (K - 1) // 2
+    out[:, 0] = z[:, :, 0]
+    wav = z[:, :, 1:].view(c, B, L, 2, m).permute(0, 2, 3, 1, 4)
+    phases = out[:, 1:].view(c, L, 4, B, m)
+    torch.clamp(wav, min=0, out=phases[:, :, :2])
+    torch.clamp(wav, max=0, out=phases[:, :, 2:]).neg_()
+    return out
+
+
+def fold_gradient_into(grad: torch.Tensor, z: torch.Tensor, grad_z: torch.Tensor) -> torch.Tensor:
+    """Gradient at ``z`` from the gradient ``grad`` ``(c, 1+4L, B, m)`` at ``rectify_into``'s
+    output: ``g+`` where ``w > 0``, ``-g-`` where ``w < 0``, 0 where ``w == 0`` (both ReLUs'
+    gradient at 0). Written into ``grad_z`` (``z``'s shape)."""
+    c, B, K, m = z.shape
+    L = (K - 1) // 2
+    grad_z[:, :, 0] = grad[:, 0]
+    wav = z[:, :, 1:].view(c, B, L, 2, m).permute(0, 2, 3, 1, 4)
+    phases = grad[:, 1:].view(c, L, 4, B, m)
+    grad_wav = grad_z[:, :, 1:].view(c, B, L, 2, m).permute(0, 2, 3, 1, 4)
+    torch.where(wav > 0, phases[:, :, :2], phases[:, :, 2:].neg(), out=grad_wav)
+    grad_wav.masked_fill_(wav == 0, 0)
+    return grad_z
+
+
+def fold_rectified_gradient_into(
+    grad: torch.Tensor, out: torch.Tensor, grad_z: torch.Tensor
+) -> torch.Tensor:
+    """``fold_gradient_into`` reading the masks from ``rectify_into``'s output ``out``
+    instead of ``z`` (``relu(w) > 0`` iff ``w > 0``, ``relu(-w) > 0`` iff ``w < 0``), and
+    masking ``grad`` in place: three half-size passes and no temporary. Overwrites
+    ``grad``'s phase rows (so ``grad`` must be scratch)."""
+    c, B, K, m = grad_z.shape
+    L = (K - 1) // 2
+    grad_z[:, :, 0] = grad[:, 0]
+    g, x = grad[:, 1:].view(c, L, 4, B, m), out[:, 1:].view(c, L, 4, B, m)
+    plus, minus = g[:, :, :2], g[:, :, 2:]
+    torch.ops.aten.threshold_backward.grad_input(plus, x[:, :, :2], 0, grad_input=plus)
+    torch.ops.aten.threshold_backward.grad_input(minus, x[:, :, 2:], 0, grad_input=minus)
+    grad_wav = grad_z[:, :, 1:].view(c, B, L, 2, m).permute(0, 2, 3, 1, 4)
+    return torch.sub(plus, minus, out=grad_wav)
+
+
+def dense_input_gradient(grad_z: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+    """``grad_z D^T`` as the ``(B, C, n, n)`` input gradient (channel-major storage)."""
+    C, B = grad_z.shape[:2]
+    n = int(round(operator.shape[0] ** 0.5))
+    grad_rows = grad_z.reshape(C * B, -1) @ operator.T
+    return grad_rows.view(C, B, n, n).transpose(0, 1)
 
 
 def _rectify(z: torch.Tensor, B: int, C: int, L: int) -> torch.Tensor:
