@@ -76,14 +76,30 @@ def launch_local(fn, nprocs: int, device_type: str, *args) -> None:
 
     Each child initializes the group (gloo, or NCCL for CUDA) on a free loopback
     port through a file store, sets `LOCAL_RANK`, runs `fn` and tears the group
-    down. A failure in any child is raised here.
+    down. A failure in any child is raised here, except a crash in the teardown
+    itself once every rank has finished `fn` and met the others (gloo intermittently
+    aborts there: "terminate called without an active exception"); that is logged.
     """
     with tempfile.TemporaryDirectory(prefix="sepconc-ddp-") as tmp:
         init = f"file://{tmp}/store"
-        mp.start_processes(
-            _child, args=(nprocs, device_type, init, fn, args), nprocs=nprocs,
-            start_method="spawn", join=True,
-        )  # fmt: skip
+        try:
+            mp.start_processes(
+                _child, args=(nprocs, device_type, init, fn, args), nprocs=nprocs,
+                start_method="spawn", join=True,
+            )  # fmt: skip
+        except mp.ProcessExitedException as exc:
+            if not all(os.path.exists(_finished_marker(init, r)) for r in range(nprocs)):
+                raise
+            log.warning(
+                "DDP process %d exited with %s while leaving its process group, after every "
+                "rank had finished the run; the run is complete",
+                exc.error_index, exc.signal_name or f"code {exc.exit_code}",
+            )  # fmt: skip
+
+
+def _finished_marker(init: str, rank: int) -> str:
+    """File a child writes once `fn` has returned on it and every rank has met it."""
+    return f"{init.removeprefix('file://')}.finished-{rank}"
 
 
 def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args) -> None:
@@ -106,5 +122,7 @@ def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args) -> Non
         # run (rank 0 writes result.json) intermittently aborts ("terminate called without
         # an active exception", SIGABRT) and fails the whole run.
         dist.barrier()
+        with open(_finished_marker(init, rank), "w"):
+            pass
     finally:
         dist.destroy_process_group()
