@@ -69,8 +69,8 @@ def standardize_project(
             cols, p, norm.eps, norm.running_mean, norm.running_var, _count_batch(norm)
         )
     else:
-        scaled = p * (norm.running_var + norm.eps).rsqrt()
-        y = torch.addmm((scaled @ norm.running_mean).neg_().unsqueeze(1), scaled, cols)
+        y = _project_standardized(p, norm.running_mean, (norm.running_var + norm.eps).rsqrt(),
+                                  cols)  # fmt: skip
     return y.view(-1, batch, height, width).transpose(0, 1)
 
 
@@ -122,30 +122,51 @@ class _StandardizedProjection(torch.autograd.Function):
     def forward(ctx, cols, p, eps, running_mean, running_var, momentum):
         var, mean = _row_var_mean(cols)
         inv_std = (var + eps).rsqrt()
-        scaled = p * inv_std
-        y = torch.addmm((scaled @ mean).neg_().unsqueeze(1), scaled, cols)
-        if running_mean is not None:
-            n = cols.shape[1]
-            running_mean.lerp_(mean, momentum)
-            running_var.lerp_(var * (n / max(n - 1, 1)), momentum)
+        y = _project_standardized(p, mean, inv_std, cols)
+        _update_running_stats(running_mean, running_var, mean, var, cols.shape[1], momentum)
         ctx.save_for_backward(cols, p, mean, inv_std)
         return y
 
     @staticmethod
     def backward(ctx, grad):
         cols, p, mean, inv_std = ctx.saved_tensors
-        n = cols.shape[1]
         sums = grad.sum(1)
-        grad_p = (grad @ cols.T).sub_(sums.unsqueeze(1) * mean).mul_(inv_std)
-        grad_cols = None
-        if ctx.needs_input_grad[0]:
-            mean_g = (p.T @ sums) / n
-            mean_gx = (p * grad_p).sum(0) / n
-            u = -mean_gx * inv_std.square()
-            v = -mean_g * inv_std - mean * u
-            grad_cols = torch.addcmul(v.unsqueeze(1), cols, u.unsqueeze(1))
-            grad_cols.addmm_((p * inv_std).T, grad)
+        mean_g = (p.T @ sums) / cols.shape[1]
+        grad_cols = torch.empty_like(cols) if ctx.needs_input_grad[0] else None
+        grad_p = _standardized_projection_grads(grad, sums, cols, p, mean, inv_std, mean_g,
+                                                grad_cols)  # fmt: skip
         return grad_cols, grad_p, None, None, None, None
+
+
+def _project_standardized(p, mean, inv_std, cols) -> torch.Tensor:
+    """`p (cols - mean) inv_std` (per row) as `(p inv_std) cols - (p inv_std) mean`."""
+    scaled = p * inv_std
+    return torch.addmm((scaled @ mean).neg_().unsqueeze(1), scaled, cols)
+
+
+def _update_running_stats(running_mean, running_var, mean, var, n: int, momentum) -> None:
+    """BatchNorm's update, in place: the unbiased variance goes into the running one."""
+    if running_mean is not None:
+        running_mean.lerp_(mean, momentum)
+        running_var.lerp_(var * (n / max(n - 1, 1)), momentum)
+
+
+def _standardized_projection_grads(grad, sums, cols, p, mean, inv_std, mean_g, grad_cols):
+    """Gradients of `p xhat` (`_StandardizedProjection`) for the rows `cols` of `xhat`.
+
+    `grad: (O, N)` and its row sums `sums`; `p`, `mean`, `inv_std`, `mean_g` (`p^T sums
+    / N`) restricted to those rows. Returns `dp`; writes `dx` into `grad_cols` unless it
+    is None.
+    """
+    n = cols.shape[1]
+    grad_p = (grad @ cols.T).sub_(sums.unsqueeze(1) * mean).mul_(inv_std)
+    if grad_cols is not None:
+        mean_gx = (p * grad_p).sum(0) / n
+        u = -mean_gx * inv_std.square()
+        v = -mean_g * inv_std - mean * u
+        torch.addcmul(v.unsqueeze(1), cols, u.unsqueeze(1), out=grad_cols)
+        grad_cols.addmm_((p * inv_std).T, grad)
+    return grad_p
 
 
 class _DensePhaseStandardizedProjection(torch.autograd.Function):
@@ -171,9 +192,7 @@ class _DensePhaseStandardizedProjection(torch.autograd.Function):
             y.addmm_(p[:, rows] * (var[rows] + eps).rsqrt(), cols)
         inv_std = (var + eps).rsqrt()
         y.sub_(((p * inv_std) @ mean).unsqueeze(1))
-        if running_mean is not None:
-            running_mean.lerp_(mean, momentum)
-            running_var.lerp_(var * (n / max(n - 1, 1)), momentum)
+        _update_running_stats(running_mean, running_var, mean, var, n, momentum)
         ctx.save_for_backward(z, operator, p, mean, inv_std)
         return y
 
@@ -191,17 +210,15 @@ class _DensePhaseStandardizedProjection(torch.autograd.Function):
         for block in _channel_blocks(channels, k * n):
             cols, buf = _phase_rows(z, block, buf)
             rows = slice(block.start * k, block.stop * k)
-            inv = inv_std[rows]
-            gp = (grad @ cols.T).sub_(sums.unsqueeze(1) * mean[rows]).mul_(inv)
-            grad_p[:, rows] = gp
-            if need_x:  # as `_StandardizedProjection`, then folded into z's gradient
-                u = -((p[:, rows] * gp).sum(0) / n) * inv.square()
-                v = -mean_g[rows] * inv - mean[rows] * u
+            grad_cols = None
+            if need_x:
                 if grad_buf is None:
                     grad_buf = buf.new_empty(buf.numel())
                 grad_cols = grad_buf[: cols.numel()].view_as(cols)
-                torch.addcmul(v.unsqueeze(1), cols, u.unsqueeze(1), out=grad_cols)
-                grad_cols.addmm_((p[:, rows] * inv).T, grad)
+            grad_p[:, rows] = _standardized_projection_grads(
+                grad, sums, cols, p[:, rows], mean[rows], inv_std[rows], mean_g[rows], grad_cols
+            )
+            if need_x:  # folded straight into z's gradient
                 fold_rectified_gradient_into(grad_cols.view(-1, k, batch, m),
                                              cols.view(-1, k, batch, m), grad_z[block])  # fmt: skip
         grad_x = dense_input_gradient(grad_z, operator) if need_x else None
