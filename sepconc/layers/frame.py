@@ -178,23 +178,28 @@ def _row_blocks(rows: int, width: int) -> list[slice]:
     return [slice(start, start + step) for start in range(0, rows, step)]
 
 
+def _stored_transposed(rows: torch.Tensor) -> bool:
+    """Whether `(N, C)` `rows` is stored as `(C, N)` (a channel-major block's rows)."""
+    return rows.stride(0) == 1 and rows.shape[1] > 1
+
+
 def _empty_like_rows(rows: torch.Tensor) -> torch.Tensor:
-    """An uninitialized `(N, C)` tensor stored as `rows` is (transposed for channel-major)."""
-    if rows.stride(0) == 1 and rows.shape[1] > 1:
+    """An uninitialized `(N, C)` tensor stored as `rows` is."""
+    if _stored_transposed(rows):
         return rows.new_empty(rows.shape[1], rows.shape[0]).T
     return rows.new_empty(rows.shape)
 
 
 def _row_norms(rows: torch.Tensor) -> torch.Tensor:
-    """`||row||` as `(N, 1)`, floored at 1e-12. For a transposed (channel-major) `rows`
-    the sum of squares runs down contiguous columns: a strided `norm` is ~10x slower."""
-    if rows.stride(0) == 1 and rows.dim() == 2 and rows.shape[1] > 1:
+    """`||row||` as `(N, 1)`, floored at 1e-12. For rows stored transposed the sum of
+    squares runs down contiguous columns: a strided `norm` is ~10x slower."""
+    if _stored_transposed(rows):
         return rows.T.square().sum(0).sqrt().clamp_min(1e-12).unsqueeze(1)
     return rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def _matmul_like(a: torch.Tensor, b: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """`a @ b`, stored transposed when `like` is (a channel-major block's rows stay so)."""
-    if like.stride(0) == 1 and like.shape[1] > 1:
+    if _stored_transposed(like):
         return (b.T @ a.T).T
     return a @ b
