@@ -400,20 +400,35 @@ def test_standardize_project_equals_batchnorm_then_projection(layout, momentum):
         x[:, 2] = 1e3 + 1e-3 * x[:, 2]
         x[:, 4] = 2.0
         if layout == "channel-major":
-            x = x.transpose(0, 1).contiguous().transpose(0, 1)
+            x = _channel_major(x)
         x.requires_grad_(True)
         want = proj(ref_norm(x))
         got = standardize_project(x, norm, proj)
-        assert got.shape == want.shape and got.transpose(0, 1).is_contiguous()
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
-        grad = torch.randn_like(want)
-        for a, b in zip(torch.autograd.grad(got, (x, proj.weight), grad),
-                        torch.autograd.grad(want, (x, proj.weight), grad)):  # fmt: skip
-            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        torch.testing.assert_close(getattr(norm, name), getattr(ref_norm, name))
+        assert got.shape == want.shape
+        _assert_same_step(got, want, (x, proj.weight), values_tol=1e-9)
+    _assert_same_running_statistics(norm, ref_norm)
     norm.eval(), ref_norm.eval()
     torch.testing.assert_close(standardize_project(x, norm, proj), proj(ref_norm(x)))
+
+
+def _channel_major(x: torch.Tensor) -> torch.Tensor:
+    """`x`'s values, stored as `(C, B, n, n)`."""
+    return x.transpose(0, 1).contiguous().transpose(0, 1)
+
+
+def _assert_same_step(got, want, inputs, values_tol: float) -> None:
+    """`got` is channel-major and equals `want`, and so do their gradients at `inputs`."""
+    assert got.transpose(0, 1).is_contiguous()
+    torch.testing.assert_close(got, want, rtol=values_tol, atol=values_tol)
+    grad = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad(got, inputs, grad),
+                    torch.autograd.grad(want, inputs, grad)):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)
+
+
+def _assert_same_running_statistics(norm: nn.BatchNorm2d, ref_norm: nn.BatchNorm2d) -> None:
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(norm, name), getattr(ref_norm, name))
 
 
 def test_standardized_projection_gradcheck():
@@ -500,18 +515,12 @@ def test_fused_phase_standardize_project_equals_the_plain_modules(layout, monkey
         x = torch.randn(3, 5, 8, 8, dtype=torch.float64) + step
         x[:, 3] = 0
         if layout == "channel-major":
-            x = x.transpose(0, 1).contiguous().transpose(0, 1)
+            x = _channel_major(x)
         x.requires_grad_(True)
         got = phase_standardize_project(x, dense.dense, norm, proj)
         want = proj(ref_norm(fourier(x)))
-        assert got.transpose(0, 1).is_contiguous()
-        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
-        grad = torch.randn_like(want)
-        for a, b in zip(torch.autograd.grad(got, (x, proj.weight), grad),
-                        torch.autograd.grad(want, (x, proj.weight), grad)):  # fmt: skip
-            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        torch.testing.assert_close(getattr(norm, name), getattr(ref_norm, name))
+        _assert_same_step(got, want, (x, proj.weight), values_tol=1e-8)
+    _assert_same_running_statistics(norm, ref_norm)
     cm = torch.randn(3, 5, 8, 8, dtype=torch.float64, requires_grad=True)  # no kink at 0
     p = proj.weight.detach().reshape(6, 45).requires_grad_(True)
     fn = lambda a, w: projection_module._DensePhaseStandardizedProjection.apply(  # noqa: E731
