@@ -15,9 +15,27 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+# Modules whose tests start Ray, servers or many `launch.py` processes: the `slow` tier.
+# (A test elsewhere joins the tier with `@pytest.mark.slow`; every `ray` test is slow.)
+SLOW_MODULES = {
+    "test_bad_input",
+    "test_cli_train",
+    "test_cluster_two_node",
+    "test_distributed",
+    "test_faults_ray",
+    "test_mlflow_server",
+    "test_sweep_ray",
+    "test_tracking_buffer",
+}
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    slow = pytest.mark.slow
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or "ray" in item.keywords:
+            item.add_marker(slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
