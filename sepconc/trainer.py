@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from sepconc.batches import rank_batches
+from sepconc.batches import check_not_empty, rank_batches
 from sepconc.cache import cached_splits
 from sepconc.checkpoint import (
     checkpoint_path,
@@ -92,8 +92,10 @@ def train(config: Config, hooks: Sequence[EpochHook] = ()) -> TrainResult:
     already_distributed = current_world().size > 1
     if config.run.num_workers > 1 and not already_distributed:
         device = choose_device(config.run.device, 0)
-        launch_local(_train_worker, config.run.num_workers, device.type, config, list(hooks))
-        return TrainResult(**json.loads((Path(config.run.out) / "result.json").read_text()))
+        # rank 0's result, handed back by launch_local (also for `--evaluate`, which
+        # writes no result.json)
+        return launch_local(_train_worker, config.run.num_workers, device.type, config,
+                            list(hooks))  # fmt: skip
     return _train_worker(config, hooks)
 
 
@@ -116,6 +118,7 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
     data = build_datasets(config.data.dataset, config.data.data, download=config.data.download,
                           nb_classes=config.data.nb_classes,
                           class_indices=config.data.class_indices, seed=seed)  # fmt: skip
+    check_not_empty(data.train, data.val, f"{config.data.dataset} data in {config.data.data}")
     net = SepConcNet(config.model, data.image_shape, data.num_classes).to(device)
     optimizer = build_optimizer(net, config.optim.lr, config.optim.momentum,
                                 config.optim.weight_decay)  # fmt: skip
