@@ -7,9 +7,10 @@ has already initialized. Nothing here knows about the model.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
-import pickle
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -85,14 +86,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_local(fn, nprocs: int, device_type: str, *args):
+def launch_local(fn, nprocs: int, device_type: str, *args, reraise=(UserError,)):
     """Run `fn(*args)` in `nprocs` local processes joined in one process group; returns
-    what `fn` returned on rank 0 (it must be picklable).
+    what `fn` returned on rank 0, through JSON (a dataclass comes back as its dict).
 
     Each child initializes the group (gloo, or NCCL for CUDA) on a free loopback
     port through a file store, sets `LOCAL_RANK`, runs `fn` and tears the group
-    down. A `UserError` raised by `fn` on any rank is raised here as that `UserError`
-    (one line, as in one process). Any other failure in a child is raised here, except
+    down. An exception of a `reraise` type (built from its message) raised by `fn` on
+    any rank is raised here as that type, as in one process (a `UserError` stays one line).
+    Any other failure in a child is raised here (`torch.multiprocessing`'s), except
     a crash in the teardown itself once every rank has finished `fn` and met the others
     (gloo intermittently aborts there: "terminate called without an active exception");
     that is logged.
@@ -101,15 +103,16 @@ def launch_local(fn, nprocs: int, device_type: str, *args):
         init = f"file://{tmp}/store"
         try:
             mp.start_processes(
-                _child, args=(nprocs, device_type, init, fn, args), nprocs=nprocs,
+                _child, args=(nprocs, device_type, init, fn, args, reraise), nprocs=nprocs,
                 start_method="spawn", join=True,
             )  # fmt: skip
         except mp.ProcessRaisedException:
             for rank in range(nprocs):
-                message = _side_file(init, "usererror", rank)
-                if os.path.exists(message):
-                    with open(message) as f:
-                        raise UserError(f.read()) from None
+                raised = _side_file(init, "raised", rank)
+                if os.path.exists(raised):
+                    with open(raised) as f:
+                        kind, message = json.load(f)
+                    raise reraise[kind](message) from None
             raise
         except mp.ProcessExitedException as exc:
             if not all(os.path.exists(_finished_marker(init, r)) for r in range(nprocs)):
@@ -122,12 +125,12 @@ def launch_local(fn, nprocs: int, device_type: str, *args):
         result = _side_file(init, "result", 0)
         if not os.path.exists(result):
             return None
-        with open(result, "rb") as f:
-            return pickle.load(f)
+        with open(result) as f:
+            return json.load(f)
 
 
 def _side_file(init: str, kind: str, rank: int) -> str:
-    """A file next to the group's file store: a child's result or UserError message."""
+    """A file next to the group's file store: a child's result, exception or end marker."""
     return f"{init.removeprefix('file://')}.{kind}-{rank}"
 
 
@@ -136,7 +139,7 @@ def _finished_marker(init: str, rank: int) -> str:
     return _side_file(init, "finished", rank)
 
 
-def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args) -> None:
+def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args, reraise) -> None:
     os.environ["LOCAL_RANK"] = str(rank)
     # A spawned process starts with no logging config: rank 0 logs like the parent, others warn.
     logging.basicConfig(
@@ -153,13 +156,16 @@ def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args) -> Non
     try:
         try:
             result = fn(*args)
-        except UserError as exc:  # the parent raises it again, as one line
-            with open(_side_file(init, "usererror", rank), "w") as f:
-                f.write(str(exc))
+        except reraise as exc:  # the parent raises it again
+            kind = next(i for i, cls in enumerate(reraise) if isinstance(exc, cls))
+            with open(_side_file(init, "raised", rank), "w") as f:
+                json.dump([kind, str(exc)], f)
             raise
         if rank == 0:
-            with open(_side_file(init, "result", 0), "wb") as f:
-                pickle.dump(result, f)
+            if dataclasses.is_dataclass(result):
+                result = dataclasses.asdict(result)
+            with open(_side_file(init, "result", 0), "w") as f:
+                json.dump(result, f)
         # Leave together: a rank that tears gloo down while a peer is still finishing its
         # run (rank 0 writes result.json) intermittently aborts ("terminate called without
         # an active exception", SIGABRT) and fails the whole run.

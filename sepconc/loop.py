@@ -103,8 +103,9 @@ def train_epoch(
     Every rank must hold the same number of batches (`sepconc.batches.rank_batches`
     pads the training shards so): each step all-reduces the gradients. The metrics
     count each sample once: the shard's padding copies (last, `own_count`) are trained
-    on but not counted. Checks the loss every `print_freq` steps and at the end: a
-    non-finite loss raises `TrainingDiverged` naming the epoch and the step.
+    on but not counted. Checks the loss, summed over ranks, every `print_freq` steps
+    and at the end: a non-finite loss raises `TrainingDiverged` naming the epoch and the
+    step, on every rank at once (never one rank alone, leaving the others in a collective).
     """
     model.train()
     sums = EpochSums.zeros(device)
@@ -126,16 +127,18 @@ def train_epoch(
         if own is not None:
             own -= keep
         sums.add(losses[:keep], logits[:keep], target[:keep])
-        if step % print_freq == 0:
-            _check_finite(loss, epoch, step)
+        if step % print_freq == 0:  # every rank at the same steps: they stop together
+            _check_finite(all_reduce_sum(loss.detach().clone()), epoch, step)
             log.debug("epoch %d step %d loss %.4f", epoch, step, loss.item())
         if progress is not None:
             progress(images.shape[0])
-    _check_finite(sums.loss, epoch, step)
-    return sums.reduce()
+    result = sums.reduce()
+    if result["images"]:
+        _check_finite(result["loss"], epoch, step)
+    return result
 
 
-def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+def _check_finite(loss: torch.Tensor | float, epoch: int, step: int) -> None:
     value = float(loss)
     if not math.isfinite(value):
         raise TrainingDiverged(

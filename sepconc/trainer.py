@@ -39,7 +39,7 @@ from sepconc.config import Config
 from sepconc.data import build_datasets, dataset_spec
 from sepconc.distributed import World, broadcast_object, current_world, launch_local
 from sepconc.errors import UserError
-from sepconc.loop import build_optimizer, evaluate, learning_rate, train_epoch
+from sepconc.loop import TrainingDiverged, build_optimizer, evaluate, learning_rate, train_epoch
 from sepconc.model import SepConcNet, plan_model
 from sepconc.probes import block_statistics, probe_set, weight_diagnostics
 from sepconc.progress import EpochProgress
@@ -94,8 +94,9 @@ def train(config: Config, hooks: Sequence[EpochHook] = ()) -> TrainResult:
         device = choose_device(config.run.device, 0)
         # rank 0's result, handed back by launch_local (also for `--evaluate`, which
         # writes no result.json)
-        return launch_local(_train_worker, config.run.num_workers, device.type, config,
-                            list(hooks))  # fmt: skip
+        result = launch_local(_train_worker, config.run.num_workers, device.type, config,
+                              list(hooks), reraise=(UserError, TrainingDiverged))  # fmt: skip
+        return TrainResult(**result)
     return _train_worker(config, hooks)
 
 
@@ -179,7 +180,7 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
             _append_jsonl(run_dir / "metrics.jsonl", metrics)
             log.info("epoch %d/%d %s", epoch + 1, config.optim.epochs, _summary(metrics))
         report = EpochReport(epoch + 1, metrics, ckpt, run_dir, world.rank)
-        wants_stop = any(bool(hook(report)) for hook in hooks)
+        wants_stop = any([bool(hook(report)) for hook in hooks])  # every hook on every rank
         if broadcast_object(wants_stop):
             stopped = True
             break

@@ -24,12 +24,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from sepconc.batches import ShardSampler, TensorBatches, check_not_empty
 from sepconc.config import Config
 from sepconc.distributed import launch_local
 from sepconc.errors import UserError
-from sepconc.loop import train_epoch
+from sepconc.loop import TrainingDiverged, train_epoch
 from sepconc.trainer import train
 from tests.fakedata import write_mnist
 
@@ -166,13 +167,20 @@ def test_training_shards_are_equal_and_count_each_sample_once(size, world):
     assert own == list(range(size))
 
 
+class _Linear(nn.Linear):
+    """The smallest model `train_epoch` accepts (no frame, no projection)."""
+
+    def tight_parameters(self):
+        return []
+
+    def forward(self, x, frontend_done=False):
+        return super().forward(x)
+
+
 def test_train_epoch_counts_padding_copies_once():
     """`images` of a rank's epoch is its own samples, not the padded shard's length."""
     torch.manual_seed(0)
-    net = nn.Linear(4, 3)
-    net.tight_parameters = lambda: []
-    forward = net.forward
-    net.forward = lambda x, frontend_done=False: forward(x)
+    net = _Linear(4, 3)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     images, labels = torch.randn(5, 4), torch.arange(5) % 3
     counts = []
@@ -189,3 +197,37 @@ def test_an_empty_split_is_refused_in_one_line():
     with pytest.raises(UserError, match=r"^imagenet data in D has 4 training and 0 validation"):
         check_not_empty(range(4), range(0), "imagenet data in D")
     check_not_empty(range(1), range(1), "imagenet data in D")
+
+
+def _diverge_on_rank_1(out_dir: str) -> None:
+    """Rank 1's first batch holds a NaN: its loss is NaN at step 1, rank 0's is finite."""
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    net = _Linear(4, 3)
+    model = DistributedDataParallel(net)
+    images, labels = torch.randn(8, 4), torch.arange(8) % 3
+    if rank == 1:
+        images[0, 0] = float("nan")
+    batches = [(images[i : i + 2], labels[i : i + 2]) for i in range(0, 8, 2)]
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    try:
+        train_epoch(model, net, optimizer, batches, 0.0, 1, torch.device("cpu"), print_freq=1)
+    except TrainingDiverged as exc:
+        Path(out_dir, f"diverged-{rank}").write_text(str(exc))
+
+
+@pytest.mark.timeout(120)
+def test_a_nan_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path):
+    launch_local(_diverge_on_rank_1, 2, "cpu", str(tmp_path))
+    for rank in range(2):
+        message = (tmp_path / f"diverged-{rank}").read_text()
+        assert message.startswith("loss became nan at epoch 1 (step 1)")
+
+
+@pytest.mark.timeout(300)
+def test_a_diverged_ddp_run_raises_training_diverged(tmp_path):
+    """As in one process (the CLI prints one line and exits 1), not a child's traceback."""
+    data = write_mnist(tmp_path / "m", n_train=8, n_test=2)
+    with pytest.raises(TrainingDiverged, match=r"^loss became (nan|inf) at epoch \d+ \(step"):
+        train(tiny_config(data=data, epochs=3, batch_size=4, lr=1e30, num_workers=2,
+                          print_freq=1, out=tmp_path / "run"))  # fmt: skip
