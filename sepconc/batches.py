@@ -1,11 +1,16 @@
 """Mini-batches for one rank: a seeded shard of the data set, in memory or through a DataLoader.
 
 Every rank draws the same permutation (seed + epoch), pads it to a multiple of
-the world size and takes every `world`-th index from its rank on. With a
+the world size (repeating it from its start, as often as needed: even one sample
+over four ranks) and takes every `world`-th index from its rank on. With a
 per-rank batch of `B / world`, the union of the ranks' i-th batches is the
 single-process run's i-th batch of size `B`: a DDP run sees the same global
-batches as a one-process run. Validation shards are not padded (no sample
-counted twice).
+batches as a one-process run, and every rank has the same number of training
+batches (each step's gradient all-reduce is entered by every rank). The padding
+copies come last in a rank's shard; `own_count()` says how many come before them,
+so epoch metrics count each sample once. Validation shards are not padded (no
+sample counted twice); a rank's may be empty (the evaluation joins its
+collectives all the same, see `sepconc.loop.evaluate`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from sepconc.errors import UserError
 
 
 class ShardSampler(Sampler[int]):
@@ -31,10 +38,16 @@ class ShardSampler(Sampler[int]):
             gen = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.size, generator=gen)
             padded = -(-self.size // self.world) * self.world
-            order = torch.cat([order, order[: padded - self.size]])
+            if self.size:
+                order = order.repeat(-(-padded // self.size))[:padded]
         else:
             order = torch.arange(self.size)
         return order[self.rank :: self.world]
+
+    def own_count(self) -> int:
+        """How many of `indices()` are this rank's own samples (the rest, last, are padding):
+        positions `rank, rank + world, ...` of the padded order that fall below `size`."""
+        return max(0, -(-(self.size - self.rank) // self.world))
 
     def __iter__(self):
         return iter(self.indices().tolist())
@@ -58,6 +71,23 @@ class TensorBatches:
 
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.batch_size)
+
+
+def check_not_empty(train: Dataset, val: Dataset, where: str) -> None:
+    """Refuse (`UserError`, one line naming `where`) a training or validation split with no
+    sample: no gradient step, or no validation metric, could be computed."""
+    if len(train) == 0 or len(val) == 0:
+        raise UserError(
+            f"{where} has {len(train)} training and {len(val)} validation images; both splits "
+            "need at least one: check the data folder's files"
+        )
+
+
+def own_count(batches) -> int | None:
+    """`own_count()` of the `ShardSampler` behind `batches` (`TensorBatches` or a
+    `DataLoader`), or None when `batches` is a plain iterable (every row counts)."""
+    sampler = getattr(batches, "sampler", None)
+    return sampler.own_count() if isinstance(sampler, ShardSampler) else None
 
 
 def rank_batches(

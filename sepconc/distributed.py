@@ -7,6 +7,8 @@ has already initialized. Nothing here knows about the model.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import socket
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from sepconc.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,17 @@ def broadcast_object(value, src: int = 0):
     return value
 
 
+def sync_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s buffers (e.g. BatchNorm running statistics) into every rank's
+    `module`, one broadcast per buffer, entered by every rank (no-op without a group).
+
+    What DDP does at the first forward after training; done explicitly so an evaluation
+    runs the bare module and a rank with no batch still takes part."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=src)
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
@@ -71,22 +86,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_local(fn, nprocs: int, device_type: str, *args) -> None:
-    """Run `fn(*args)` in `nprocs` local processes joined in one process group.
+def launch_local(fn, nprocs: int, device_type: str, *args, reraise=(UserError,)):
+    """Run `fn(*args)` in `nprocs` local processes joined in one process group; returns
+    what `fn` returned on rank 0, through JSON (a dataclass comes back as its dict).
 
     Each child initializes the group (gloo, or NCCL for CUDA) on a free loopback
     port through a file store, sets `LOCAL_RANK`, runs `fn` and tears the group
-    down. A failure in any child is raised here, except a crash in the teardown
-    itself once every rank has finished `fn` and met the others (gloo intermittently
-    aborts there: "terminate called without an active exception"); that is logged.
+    down. An exception of a `reraise` type (built from its message) raised by `fn` on
+    any rank is raised here as that type, as in one process (a `UserError` stays one line).
+    Any other failure in a child is raised here (`torch.multiprocessing`'s), except
+    a crash in the teardown itself once every rank has finished `fn` and met the others
+    (gloo intermittently aborts there: "terminate called without an active exception");
+    that is logged.
     """
     with tempfile.TemporaryDirectory(prefix="sepconc-ddp-") as tmp:
         init = f"file://{tmp}/store"
         try:
             mp.start_processes(
-                _child, args=(nprocs, device_type, init, fn, args), nprocs=nprocs,
+                _child, args=(nprocs, device_type, init, fn, args, reraise), nprocs=nprocs,
                 start_method="spawn", join=True,
             )  # fmt: skip
+        except mp.ProcessRaisedException:
+            for rank in range(nprocs):
+                raised = _side_file(init, "raised", rank)
+                if os.path.exists(raised):
+                    with open(raised) as f:
+                        kind, message = json.load(f)
+                    raise reraise[kind](message) from None
+            raise
         except mp.ProcessExitedException as exc:
             if not all(os.path.exists(_finished_marker(init, r)) for r in range(nprocs)):
                 raise
@@ -95,14 +122,24 @@ def launch_local(fn, nprocs: int, device_type: str, *args) -> None:
                 "rank had finished the run; the run is complete",
                 exc.error_index, exc.signal_name or f"code {exc.exit_code}",
             )  # fmt: skip
+        result = _side_file(init, "result", 0)
+        if not os.path.exists(result):
+            return None
+        with open(result) as f:
+            return json.load(f)
+
+
+def _side_file(init: str, kind: str, rank: int) -> str:
+    """A file next to the group's file store: a child's result, exception or end marker."""
+    return f"{init.removeprefix('file://')}.{kind}-{rank}"
 
 
 def _finished_marker(init: str, rank: int) -> str:
     """File a child writes once `fn` has returned on it and every rank has met it."""
-    return f"{init.removeprefix('file://')}.finished-{rank}"
+    return _side_file(init, "finished", rank)
 
 
-def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args) -> None:
+def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args, reraise) -> None:
     os.environ["LOCAL_RANK"] = str(rank)
     # A spawned process starts with no logging config: rank 0 logs like the parent, others warn.
     logging.basicConfig(
@@ -117,7 +154,18 @@ def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args) -> Non
     torch.set_num_threads(threads)
     dist.init_process_group(backend, init_method=init, rank=rank, world_size=nprocs)
     try:
-        fn(*args)
+        try:
+            result = fn(*args)
+        except reraise as exc:  # the parent raises it again
+            kind = next(i for i, cls in enumerate(reraise) if isinstance(exc, cls))
+            with open(_side_file(init, "raised", rank), "w") as f:
+                json.dump([kind, str(exc)], f)
+            raise
+        if rank == 0:
+            if dataclasses.is_dataclass(result):
+                result = dataclasses.asdict(result)
+            with open(_side_file(init, "result", 0), "w") as f:
+                json.dump(result, f)
         # Leave together: a rank that tears gloo down while a peer is still finishing its
         # run (rank 0 writes result.json) intermittently aborts ("terminate called without
         # an active exception", SIGABRT) and fails the whole run.

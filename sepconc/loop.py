@@ -3,7 +3,15 @@
 A step reads as the recipe of MODELS.md: forward, cross-entropy, backward, SGD
 step, Parseval step on every frame and projection. Sums (loss, top-1, top-5,
 count) stay on the device during an epoch and are reduced across ranks once at
-its end, so every rank returns the same numbers.
+its end, so every rank returns the same numbers: the exact global ones (padding
+copies of the training shards are not counted; a rank with no sample adds zeros).
+
+Collectives: every rank enters the same ones, the same number of times, whatever
+its shard holds. Training: one gradient all-reduce per step (the shards have equal
+batch counts, `sepconc.batches`) and one all-reduce of the sums. Evaluation runs
+the bare module, not the DDP wrapper (whose first forward after training broadcasts
+buffers: a rank with no validation batch would skip it and hang the others); the
+buffers are synchronized from rank 0 first, by every rank, then the sums reduced.
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from sepconc.distributed import all_reduce_sum
+from sepconc.batches import own_count
+from sepconc.distributed import all_reduce_sum, sync_buffers
 from sepconc.frames import parseval_step
 from sepconc.metrics.accuracy import topk_correct
 
@@ -41,18 +51,21 @@ class EpochSums:
     def zeros(cls, device: torch.device) -> EpochSums:
         return cls(*(torch.zeros((), dtype=torch.float64, device=device) for _ in range(4)))
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
-        n = target.shape[0]
+    def add(self, losses: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Add `n` samples: per-sample `losses (n,)`, `logits (n, classes)`, `target (n,)`."""
         c1, c5 = topk_correct(logits.detach(), target, (1, 5))
-        self.loss += loss.detach().double() * n
+        self.loss += losses.detach().double().sum()
         self.top1 += c1
         self.top5 += c5
-        self.count += n
+        self.count += target.shape[0]
 
     def reduce(self) -> dict[str, float]:
+        """Global means over every rank's samples (one all-reduce, entered by every rank);
+        NaN when no rank saw a sample. `images` is the global sample count."""
         sums = all_reduce_sum(torch.stack([self.loss, self.top1, self.top5, self.count]))
         loss, top1, top5, count = sums.tolist()
-        count = max(count, 1.0)
+        if count == 0:
+            return {"loss": math.nan, "acc1": math.nan, "acc5": math.nan, "images": 0.0}
         return {"loss": loss / count, "acc1": 100 * top1 / count, "acc5": 100 * top5 / count,
                 "images": count}  # fmt: skip
 
@@ -87,34 +100,45 @@ def train_epoch(
 ) -> dict[str, float]:
     """One pass over `batches`. `model` may be DDP-wrapped; `net` is the bare module.
 
-    Checks the loss every `print_freq` steps and at the end: a non-finite loss
-    raises `TrainingDiverged` naming the epoch and the step.
+    Every rank must hold the same number of batches (`sepconc.batches.rank_batches`
+    pads the training shards so): each step all-reduces the gradients. The metrics
+    count each sample once: the shard's padding copies (last, `own_count`) are trained
+    on but not counted. Checks the loss, summed over ranks, every `print_freq` steps
+    and at the end: a non-finite loss raises `TrainingDiverged` naming the epoch and the
+    step, on every rank at once (never one rank alone, leaving the others in a collective).
     """
     model.train()
     sums = EpochSums.zeros(device)
     tight = [p for _, p in net.tight_parameters()]
+    own = own_count(batches)
     step = 0
     for step, (images, target) in enumerate(batches, 1):
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         logits = model(images, frontend_done=frontend_done)
-        loss = F.cross_entropy(logits, target)
+        losses = F.cross_entropy(logits, target, reduction="none")
+        loss = losses.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         for weight in tight:
             parseval_step(weight, beta)
-        sums.add(loss, logits, target)
-        if step % print_freq == 0:
-            _check_finite(loss, epoch, step)
+        keep = target.shape[0] if own is None else max(0, min(target.shape[0], own))
+        if own is not None:
+            own -= keep
+        sums.add(losses[:keep], logits[:keep], target[:keep])
+        if step % print_freq == 0:  # every rank at the same steps: they stop together
+            _check_finite(all_reduce_sum(loss.detach().clone()), epoch, step)
             log.debug("epoch %d step %d loss %.4f", epoch, step, loss.item())
         if progress is not None:
             progress(images.shape[0])
-    _check_finite(sums.loss, epoch, step)
-    return sums.reduce()
+    result = sums.reduce()
+    if result["images"]:
+        _check_finite(result["loss"], epoch, step)
+    return result
 
 
-def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+def _check_finite(loss: torch.Tensor | float, epoch: int, step: int) -> None:
     value = float(loss)
     if not math.isfinite(value):
         raise TrainingDiverged(
@@ -127,11 +151,16 @@ def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
 def evaluate(
     model: nn.Module, batches: Iterator, device: torch.device, frontend_done: bool = False
 ) -> dict[str, float]:
-    """Loss and top-1/top-5 on `batches`, summed over ranks."""
-    model.eval()
+    """Loss and top-1/top-5 over every rank's `batches` (the exact global means; NaN with
+    no sample at all). `model` may be DDP-wrapped: the bare module is run, with rank 0's
+    buffers. Every rank enters the same collectives, whatever its shard holds (even none).
+    """
+    net = model.module if isinstance(model, DistributedDataParallel) else model
+    sync_buffers(net)
+    net.eval()
     sums = EpochSums.zeros(device)
     for images, target in batches:
         images, target = images.to(device), target.to(device)
-        logits = model(images, frontend_done=frontend_done)
-        sums.add(F.cross_entropy(logits, target), logits, target)
+        logits = net(images, frontend_done=frontend_done)
+        sums.add(F.cross_entropy(logits, target, reduction="none"), logits, target)
     return sums.reduce()

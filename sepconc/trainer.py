@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from sepconc.batches import rank_batches
+from sepconc.batches import check_not_empty, rank_batches
 from sepconc.cache import cached_splits
 from sepconc.checkpoint import (
     checkpoint_path,
@@ -39,7 +39,7 @@ from sepconc.config import Config
 from sepconc.data import build_datasets, dataset_spec
 from sepconc.distributed import World, broadcast_object, current_world, launch_local
 from sepconc.errors import UserError
-from sepconc.loop import build_optimizer, evaluate, learning_rate, train_epoch
+from sepconc.loop import TrainingDiverged, build_optimizer, evaluate, learning_rate, train_epoch
 from sepconc.model import SepConcNet, plan_model
 from sepconc.probes import block_statistics, probe_set, weight_diagnostics
 from sepconc.progress import EpochProgress
@@ -92,8 +92,11 @@ def train(config: Config, hooks: Sequence[EpochHook] = ()) -> TrainResult:
     already_distributed = current_world().size > 1
     if config.run.num_workers > 1 and not already_distributed:
         device = choose_device(config.run.device, 0)
-        launch_local(_train_worker, config.run.num_workers, device.type, config, list(hooks))
-        return TrainResult(**json.loads((Path(config.run.out) / "result.json").read_text()))
+        # rank 0's result, handed back by launch_local (also for `--evaluate`, which
+        # writes no result.json)
+        result = launch_local(_train_worker, config.run.num_workers, device.type, config,
+                              list(hooks), reraise=(UserError, TrainingDiverged))  # fmt: skip
+        return TrainResult(**result)
     return _train_worker(config, hooks)
 
 
@@ -116,6 +119,7 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
     data = build_datasets(config.data.dataset, config.data.data, download=config.data.download,
                           nb_classes=config.data.nb_classes,
                           class_indices=config.data.class_indices, seed=seed)  # fmt: skip
+    check_not_empty(data.train, data.val, f"{config.data.dataset} data in {config.data.data}")
     net = SepConcNet(config.model, data.image_shape, data.num_classes).to(device)
     optimizer = build_optimizer(net, config.optim.lr, config.optim.momentum,
                                 config.optim.weight_decay)  # fmt: skip
@@ -176,7 +180,7 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
             _append_jsonl(run_dir / "metrics.jsonl", metrics)
             log.info("epoch %d/%d %s", epoch + 1, config.optim.epochs, _summary(metrics))
         report = EpochReport(epoch + 1, metrics, ckpt, run_dir, world.rank)
-        wants_stop = any(bool(hook(report)) for hook in hooks)
+        wants_stop = any([bool(hook(report)) for hook in hooks])  # every hook on every rank
         if broadcast_object(wants_stop):
             stopped = True
             break

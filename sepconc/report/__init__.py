@@ -16,6 +16,7 @@ from pathlib import Path
 from sepconc.report import figures
 from sepconc.report.collect import collect_run, collect_sweep
 from sepconc.report.summary import format_run_summary, format_summary
+from sepconc.tracking.store import tracking_client
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,8 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _log(uri: str, run_id: str, files: list[Path]) -> None:
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
+    client = tracking_client(uri)
     for path in files:
         client.log_artifact(run_id, str(path), artifact_path="report")
     log.info("logged %d report files to MLflow run %s (artifacts/report)", len(files), run_id)

@@ -21,7 +21,7 @@ import yaml
 
 from sepconc.errors import UserError
 from sepconc.sweep.results import HIDDEN_PARAMS  # internal per-trial settings, not swept
-from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL
+from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL, tracking_client
 
 #: Per-layer class statistics drawn by the report (`sepconc.metrics.class_stats`).
 LAYER_STATS = ("within_rel", "between_rel", "fisher")
@@ -87,12 +87,11 @@ def layers_of(metrics: dict[str, float] | list[str]) -> list[str]:
 
 def collect_sweep(name: str, runs_dir: str = "runs", metric: str = "val_acc1") -> SweepRecord:
     """The sweep's trials with the `metric` history of each; a UserError if it has none."""
-    from mlflow.tracking import MlflowClient
 
     from sepconc.sweep.driver import read_meta
 
     meta = read_meta(name, runs_dir)
-    client = MlflowClient(meta["tracking_uri"])
+    client = tracking_client(meta["tracking_uri"])
     runs = client.search_runs([meta["experiment_id"]],
                               filter_string=f"tags.`{PARENT}` = '{meta['parent_run_id']}'",
                               max_results=10000)  # fmt: skip
@@ -109,9 +108,8 @@ def collect_sweep(name: str, runs_dir: str = "runs", metric: str = "val_acc1") -
 def collect_run(run_id: str, tracking_uri: str) -> Trial:
     """One run with the histories of val/train top-1 and of every layer statistic (+ NCM)."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = tracking_client(tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException:

@@ -34,6 +34,7 @@ from sepconc.tracking.store import (
     last_logged_step,
     log_params,
     log_report,
+    tracking_client,
 )
 
 log = logging.getLogger(__name__)
@@ -71,12 +72,10 @@ class MlflowSweepCallback(Callback):
     @property
     def client(self):
         if self._client is None:
-            from mlflow.tracking import MlflowClient
-
             # Fail fast instead of MLflow's minutes of retries: the FIFO retries for us.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-            self._client = MlflowClient(self.uri)
+            self._client = tracking_client(self.uri)
         return self._client
 
     def run_for(self, trial) -> str:

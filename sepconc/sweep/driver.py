@@ -35,6 +35,7 @@ from sepconc.tracking.store import (
     experiment_id,
     is_local_store,
     open_client,
+    tracking_client,
 )
 
 log = logging.getLogger(__name__)
@@ -335,9 +336,8 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
 
 
 def _finish_parent(meta: dict, summary: dict) -> None:
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(meta["tracking_uri"])
+    client = tracking_client(meta["tracking_uri"])
     client.log_metric(meta["parent_run_id"], "sweep_seconds", summary["seconds"])
     client.set_terminated(meta["parent_run_id"], "FAILED" if summary["errors"] else "FINISHED")
 

@@ -17,7 +17,7 @@ import yaml
 from sepconc.config import FIELD_SECTION, Config
 from sepconc.errors import UserError
 from sepconc.sweep.driver import read_meta
-from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL
+from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL, tracking_client
 
 # Internal per-trial settings that are not part of what the user swept.
 HIDDEN_PARAMS = {"num_workers", "tracking", "checkpoint_every", "checkpoint_keep", "out", "resume",
@@ -26,10 +26,9 @@ HIDDEN_PARAMS = {"num_workers", "tracking", "checkpoint_every", "checkpoint_keep
 
 def trial_runs(name: str, runs_dir: str | Path = "runs") -> tuple[dict, list]:
     """The sweep's metadata and its child runs (MLflow `Run` objects)."""
-    from mlflow.tracking import MlflowClient
 
     meta = read_meta(name, runs_dir)
-    client = MlflowClient(meta["tracking_uri"])
+    client = tracking_client(meta["tracking_uri"])
     runs = client.search_runs([meta["experiment_id"]],
                               filter_string=f"tags.`{PARENT}` = '{meta['parent_run_id']}'",
                               max_results=10000)  # fmt: skip
@@ -90,9 +89,8 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
 
 
 def _best_of_history(meta: dict, run_id: str, metric: str, mode: str) -> float:
-    from mlflow.tracking import MlflowClient
 
-    history = MlflowClient(meta["tracking_uri"]).get_metric_history(run_id, metric)
+    history = tracking_client(meta["tracking_uri"]).get_metric_history(run_id, metric)
     values = [h.value for h in history]
     return (max if mode == "max" else min)(values) if values else math.nan
 
@@ -111,10 +109,9 @@ def best_trials(name: str, k: int = 1, runs_dir: str | Path = "runs") -> list[di
 
 def export_config(name: str, run_id: str, out: Path, runs_dir: str | Path = "runs") -> Config:
     """Write the trial's full training config as YAML that `train --config` retrains."""
-    from mlflow.tracking import MlflowClient
 
     meta = read_meta(name, runs_dir)
-    run = MlflowClient(meta["tracking_uri"]).get_run(run_id)
+    run = tracking_client(meta["tracking_uri"]).get_run(run_id)
     flat = {k: yaml.safe_load(v) for k, v in run.data.params.items()
             if k in FIELD_SECTION and k not in HIDDEN_PARAMS}  # fmt: skip
     config = Config.from_flat(flat, where=f"trial {run_id}")

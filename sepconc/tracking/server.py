@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sepconc.errors import UserError
+from sepconc.tracking.store import store_lock
 
 log = logging.getLogger(__name__)
 
@@ -188,18 +189,23 @@ def check_auth_available() -> None:
 
 
 def upgrade_schema(backend_store_uri: str, timeout_s: float = 300.0) -> None:
-    """Create or upgrade the tracking database schema (`mlflow db upgrade`) in a child."""
+    """Create or upgrade the tracking database schema (`mlflow db upgrade`) in a child.
+
+    For sqlite it runs under the store's schema lock (`sepconc.tracking.store.store_lock`),
+    the same one `train` runs and sweep drivers take, so their first uses never race it.
+    Raises `UserError` (one line) when the upgrade fails or takes over `timeout_s`.
+    """
     scheme = backend_store_uri.split(":", 1)[0].split("+", 1)[0]
     if scheme not in _DB_SCHEMES:
         raise UserError(
             f"--backend-store-uri {backend_store_uri!r} is not a database URI; "
             "use sqlite:///PATH or postgresql://... (the file store is deprecated)"
         )
-    if scheme == "sqlite":
-        Path(backend_store_uri.split(":///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlflow", "db", "upgrade", backend_store_uri]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+        with store_lock(backend_store_uri):  # creates a sqlite file's folder
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                                  check=False)  # fmt: skip
     except subprocess.TimeoutExpired:
         raise UserError(
             f"mlflow db upgrade {backend_store_uri} took over {timeout_s:.0f} s; "

@@ -1,16 +1,22 @@
 """The MLflow store everything logs to, and the one-call-per-report logging helpers.
 
 Default store: `sqlite:///<runs>/mlflow.db`, shared by every sweep and every
-`train` run of a runs folder, so one `mlflow ui` shows them all. Its schema is
-created (or upgraded) once, by the process that opens it first, before any
-trial logs (concurrent first use of a fresh sqlite file crashes writers).
+`train` run of a runs folder, so one `mlflow ui` shows them all. Every process
+reaches a store through `ensure_store` (via `open_client` or `tracking_client`):
+its schema is created exactly once, under the file lock `<db>.lock`, by the first
+process to take it; the others wait on the lock and then find the schema complete
+(concurrent first use of a fresh sqlite file otherwise crashes writers with alembic
+or "table already exists" errors). Experiments are get-or-create, retried on a
+name conflict, so two processes creating the same experiment both get its id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +44,76 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
-def open_client(uri: str):
-    """An `MlflowClient` on `uri`, its schema created first; an unreachable URI is a UserError."""
-    import mlflow
+def sqlite_path(uri: str) -> Path:
+    """The database file of a `sqlite:///PATH` URI."""
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold the store's schema lock (`<db>.lock`, a `filelock.FileLock`) for a sqlite URI;
+    a no-op for servers and other databases (their schema is the server's business)."""
+    if not is_local_store(uri):
+        yield
+        return
+    from filelock import FileLock
+
+    path = sqlite_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_name(path.name + ".lock"))):
+        yield
+
+
+_READY: set[str] = set()  # sqlite URIs whose schema this process has checked
+
+
+def ensure_store(uri: str) -> None:
+    """Create a local sqlite store's schema once, under `store_lock` (no-op for servers).
+
+    The first process to take the lock creates the tables (all MLflow migrations); later
+    ones find them complete. Checked once per process and URI. Raises `UserError` naming
+    the store when it cannot be opened (unwritable folder, a schema MLflow cannot use).
+    """
+    if not is_local_store(uri) or uri in _READY:
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from sqlalchemy.exc import SQLAlchemyError
+
+    path = sqlite_path(uri)
+    try:
+        with store_lock(uri):
+            SqlAlchemyStore(uri, str(path.parent / "mlflow-artifacts"))  # creates the schema
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0][:300] if text else type(exc).__name__
+        raise UserError(
+            f"MLflow store {path} cannot be opened ({first}); if an older MLflow wrote it, "
+            f"back it up and run `mlflow db upgrade {uri}`, else move it away or pass "
+            "another --tracking-uri"
+        ) from None
+    _READY.add(uri)
+
+
+def tracking_client(uri: str):
+    """An `MlflowClient` on `uri` after `ensure_store`: every reader and writer's way in."""
     from mlflow.tracking import MlflowClient
 
-    if is_local_store(uri):
-        path = Path(uri.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    ensure_store(uri)
+    return MlflowClient(uri)
 
-        SqlAlchemyStore(uri, str(path.parent / "mlflow-artifacts"))  # creates/upgrades schema
-    elif not uri.startswith(("http://", "https://", "databricks")):
+
+def open_client(uri: str):
+    """`tracking_client(uri)` for the process that starts a run or sweep: also sets MLflow's
+    current URI and checks a server answers. An unsupported or unreachable URI is a UserError."""
+    import mlflow
+
+    if not is_local_store(uri) and not uri.startswith(("http://", "https://", "databricks")):
         raise UserError(
             f"tracking URI {uri!r} is not supported; use sqlite:///PATH or http://HOST:PORT"
         )
+    client = tracking_client(uri)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
     if not is_local_store(uri):
         check_reachable(uri)
     return client
@@ -78,14 +137,24 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def experiment_id(client, name: str, runs_dir: Path | None) -> str:
-    """Id of experiment `name`, created (artifacts under the runs folder for a local store)."""
+    """Id of experiment `name`, created if absent (artifacts under the runs folder for a local
+    store). Two processes creating it at once both get the one id: the loser of the race
+    (MLflow's RESOURCE_ALREADY_EXISTS) reads the winner's experiment."""
+    from mlflow.exceptions import MlflowException
+
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     location = None
     if runs_dir is not None:
         location = (Path(runs_dir).resolve() / "mlflow-artifacts" / name).as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:
+        found = client.get_experiment_by_name(name)
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+            raise
+        return found.experiment_id
 
 
 def log_report(client, run_id: str, metrics: dict[str, Any], step: int, tags=None,

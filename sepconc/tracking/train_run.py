@@ -15,6 +15,7 @@ from sepconc.tracking.store import (
     log_params,
     log_report,
     open_client,
+    tracking_client,
 )
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,7 @@ class MlflowEpochLogger:
     @property
     def client(self):
         if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(self.uri)
+            self._client = tracking_client(self.uri)
         return self._client
 
     def __getstate__(self):
