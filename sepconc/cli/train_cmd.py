@@ -12,6 +12,7 @@ import logging
 import sys
 
 from sepconc.config import ARCHS, CLASSIFIERS, DEVICES, NON_LINEARITIES, PHASE_METHODS
+from sepconc.errors import clean_reason
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except BaseException as exc:  # a bad checkpoint, a crash, Ctrl-C: never leave it RUNNING
         for hook in hooks:
-            hook.fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            hook.fail(clean_reason(exc, limit=500))
         raise
     for hook in hooks:
         hook.finish(result.run_dir)
