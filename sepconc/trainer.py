@@ -115,7 +115,8 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
     plan_model(config.model, dataset_spec(config.data.dataset, config.data.nb_classes)[0])
     data = build_datasets(config.data.dataset, config.data.data, download=config.data.download,
                           nb_classes=config.data.nb_classes,
-                          class_indices=config.data.class_indices, seed=seed)  # fmt: skip
+                          class_indices=config.data.class_indices, seed=seed,
+                          compact_head=config.data.compact_head)  # fmt: skip
     net = SepConcNet(config.model, data.image_shape, data.num_classes).to(device)
     optimizer = build_optimizer(net, config.optim.lr, config.optim.momentum,
                                 config.optim.weight_decay)  # fmt: skip

@@ -84,6 +84,11 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
         "--nb-classes", type=int, help="ImageNet only: number of classes (default: 1000)"
     )
     p.add_argument("--class-indices", help="ImageNet only: file of class indices")
+    p.add_argument(
+        "--compact-head",
+        action="store_true",
+        help="ImageNet only: k-way classifier, labels 0..k-1 (default: the paper's 1000-way)",
+    )
     # sepconc's own
     p.add_argument("--num-workers", type=int, help="DDP processes (default: 1)")
     p.add_argument("--device", choices=DEVICES, help="cpu | cuda | auto (default)")
