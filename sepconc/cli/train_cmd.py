@@ -170,18 +170,20 @@ def run(args: argparse.Namespace) -> int:
 def preflight(config) -> None:
     """Refuse now, before anything is written (MLflow run, run folder), what `train` would
     refuse later: an architecture that does not fit the data set's images, a missing or
-    mis-laid data folder, a bad class-indices file, a `--resume` path without a checkpoint.
-    Reads no image and no checkpoint."""
-    from sepconc.checkpoint import resolve_resume
+    mis-laid data folder, a bad class-indices file, an ImageNet class folder without images
+    or an unreadable image header, a `--resume` path without a checkpoint or whose
+    checkpoints hold objects the safe loader refuses. Reads no pixels and no tensors."""
+    from sepconc.checkpoint import check_loadable, resolve_resume
     from sepconc.data import check_data, dataset_spec
     from sepconc.model import plan_model
 
     d = config.data
     plan_model(config.model, dataset_spec(d.dataset, d.nb_classes)[0])
     check_data(d.dataset, d.data, download=d.download, nb_classes=d.nb_classes,
-               class_indices=d.class_indices, seed=config.run.seed or 0)  # fmt: skip
+               class_indices=d.class_indices, seed=config.run.seed or 0,
+               compact_head=d.compact_head)  # fmt: skip
     if config.run.resume:
-        resolve_resume(config.run.resume)
+        check_loadable(resolve_resume(config.run.resume))
 
 
 def dry_run(config) -> int:
