@@ -174,7 +174,7 @@ def refused_globals(path: Path, exc: BaseException) -> list[str]:
     """Names of the objects `torch.load(weights_only=True)` refused in `path`, or [] when
     `exc` is not such a refusal: the name in torch's message, plus every other global the
     file's pickle imports that torch does not allow (read from its opcodes, run nothing)."""
-    named = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    named = re.findall(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(exc), flags=re.IGNORECASE)
     if not named:
         return []
     try:
@@ -204,7 +204,21 @@ def check_loadable(candidates: list[Path]) -> None:
         raise CheckpointError(first)
 
 
+# Modules whose globals can run code: never suggest allowing them (torch blocks the first four).
+# (Pickle protocol 2, torch.save's, writes builtins as __builtin__ and subprocess as commands.)
+_CODE_MODULES = ("sys", "os", "posix", "nt", "subprocess", "commands", "builtins", "__builtin__",
+                 "shutil", "importlib", "runpy", "pty", "socket", "pickle", "marshal", "types",
+                 "code", "ctypes")  # fmt: skip
+
+
 def _refused_message(path: Path, refused: list[str]) -> str:
+    risky = [n for n in refused if n.split(".")[0] in _CODE_MODULES]
+    if risky:
+        return (
+            f"checkpoint {path} holds a call to {', '.join(risky)}, which the safe loader "
+            f"refuses because it could run code; sepconc will not load it: resume from a "
+            f"checkpoint you trust"
+        )
     return (
         f"checkpoint {path} is intact but holds objects the safe loader "
         f"(torch.load weights_only=True) refuses: {', '.join(refused)}; re-save it "

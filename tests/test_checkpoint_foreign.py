@@ -58,6 +58,24 @@ def test_preflight_refuses_before_anything_is_written(one_epoch, tmp_path):
     check_loadable([one_epoch])
 
 
+class _RunsCode:
+    def __reduce__(self):
+        import subprocess
+
+        return (subprocess.check_call, (["true"],))
+
+
+def test_code_is_never_suggested_for_allowing(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "epoch": 1, "x": _RunsCode()}, path)
+    for call in (lambda: load_checkpoint(path), lambda: check_loadable([path])):
+        with pytest.raises(CheckpointError) as e:
+            call()
+        msg = str(e.value)
+        assert "holds a call to commands.check_call" in msg and "could run code" in msg
+        assert "add_safe_globals" not in msg
+
+
 def test_refused_checkpoint_falls_back_to_an_earlier_one(one_epoch, tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
