@@ -161,7 +161,9 @@ def test_hidden_and_non_image_files_are_not_samples(tmp_path):
             for img in os.listdir(d):
                 with open(os.path.join(d, f"._{img}"), "wb") as fh:
                     fh.write(APPLEDOUBLE)
-            for junk in (".DS_Store", "notes.txt", "README.txt", ".hidden.png"):
+            os.makedirs(os.path.join(d, ".AppleDouble"))  # netatalk's companions folder
+            for junk in (".DS_Store", "notes.txt", "README.txt", ".hidden.png",
+                         os.path.join(".AppleDouble", "img_0.JPEG")):  # fmt: skip
                 with open(os.path.join(d, junk), "wb") as fh:
                     fh.write(b"\x00\x00\x00\x01Bud1")
     check_data("imagenet", root)

@@ -45,8 +45,9 @@ class ClassSubsetImageFolder(ImageFolder):
     """An `ImageFolder` over the folders `classes`, class `classes[i]` labelled `labels[i]`.
 
     Samples are the image files `is_image_file` accepts (hidden and non-image files are
-    skipped), decoded to RGB by `load_rgb`. A class folder without any sample is allowed
-    here; `scan_split` turns it into a `UserError`.
+    skipped, and so is everything under a hidden sub-folder such as netatalk's
+    `.AppleDouble/`), decoded to RGB by `load_rgb`. A class folder without any sample is
+    allowed here; `scan_split` turns it into a `UserError`.
     """
 
     def __init__(self, root: str, classes: list[str], labels: list[int], transform=None) -> None:
@@ -54,9 +55,20 @@ class ClassSubsetImageFolder(ImageFolder):
         self._labels = [int(v) for v in labels]
         super().__init__(root, transform=transform, loader=load_rgb,
                          is_valid_file=is_image_file, allow_empty=True)  # fmt: skip
+        hidden = [i for i, (p, _) in enumerate(self.samples) if _under_hidden(root, p)]
+        if hidden:
+            drop = set(hidden)
+            self.samples = [s for i, s in enumerate(self.samples) if i not in drop]
+            self.imgs = self.samples
+            self.targets = [t for _, t in self.samples]
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         return list(self._chosen), dict(zip(self._chosen, self._labels))
+
+
+def _under_hidden(root: str, path: str) -> bool:
+    """True when a folder between `root` and the file `path` is hidden (`.name`)."""
+    return any(part.startswith(".") for part in os.path.relpath(path, root).split(os.sep)[:-1])
 
 
 def train_transform() -> transforms.Compose:
