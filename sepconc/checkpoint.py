@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sepconc.errors import UserError
+from sepconc.errors import UserError, clean_reason
 
 log = logging.getLogger(__name__)
 PATTERN = re.compile(r"epoch_(\d{4,})\.pt$")
@@ -102,20 +103,147 @@ def _remove(path: Path) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load one checkpoint safely; a missing, truncated or foreign file is a `CheckpointError`."""
+    """Load one checkpoint with `torch.load(weights_only=True)`; nothing in it can run code.
+
+    Returns sepconc's layout (`model`, `optimizer`, `epoch`, `best_val_acc1`, `rng_cpu`,
+    ...). The paper's `main.py` layout (`epoch`, `arch`, `state_dict`, `best_acc1`,
+    `optimizer`, usually `*.pth.tar`) is recognised and converted (`from_paper_layout`).
+    Raises `CheckpointError`, one line naming the file, when it is missing, truncated
+    or damaged, intact but holding objects the safe loader refuses (they are named;
+    the file is not called corrupt), or in neither layout.
+    """
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the --resume path")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = refused_globals(path, exc)
+        if not refused:
+            raise CheckpointError(_damaged_message(path, exc)) from None
+        raise CheckpointError(_refused_message(path, refused)) from None
     except Exception as exc:  # torch raises many types for a damaged file
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({reason}); delete it or resume "
-            f"from an earlier one"
-        ) from None
+        raise CheckpointError(_damaged_message(path, exc)) from None
+    if isinstance(state, dict) and PAPER_KEYS <= state.keys() and "model" not in state:
+        state = from_paper_layout(path, state)
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
-        raise CheckpointError(f"checkpoint {path} is not a sepconc checkpoint (no model/epoch)")
+        raise CheckpointError(
+            f"checkpoint {path} is not a sepconc checkpoint (keys: {_keys(state)}; expected "
+            f"model and epoch, or the paper's {', '.join(sorted(PAPER_KEYS))})"
+        )
     return state
+
+
+PAPER_KEYS = frozenset({"epoch", "state_dict", "best_acc1"})  # + arch, optimizer
+
+
+def from_paper_layout(path: Path, paper: dict[str, Any]) -> dict[str, Any]:
+    """sepconc's layout from the paper's `{epoch, arch, state_dict, best_acc1, optimizer}`.
+
+    The weights are resumed when their names are sepconc's (a leading `module.` from
+    DataParallel/DDP is dropped). The authors' own module names (`0.module.analysis.
+    frame_weight`, ...) are a `CheckpointError` saying so. The paper layout has no RNG
+    state: `rng_cpu` is the current generator's, so the random streams are not restored.
+    """
+    weights = {_strip_module(k): v for k, v in paper["state_dict"].items()}
+    authors = sorted(
+        k for k in weights if re.match(r"\d+\.module\.|\d+\.(analysis|linear_proj|classifier)\.", k)
+    )
+    if authors:
+        raise CheckpointError(
+            f"checkpoint {path} is the paper's main.py layout with the authors' module names "
+            f"(e.g. {authors[0]}), which sepconc's model does not use; it cannot resume from "
+            f"it: retrain with sepconc, or rename the state_dict keys to sepconc's"
+        )
+    if "optimizer" not in paper:
+        raise CheckpointError(
+            f"checkpoint {path} is the paper's main.py layout without an optimizer state; "
+            f"sepconc resumes model and optimizer together: re-save it with the optimizer"
+        )
+    log.info(
+        "checkpoint %s has the paper's main.py layout (arch %s): resuming its weights and "
+        "optimizer at epoch %s, without RNG state",
+        path, paper.get("arch", "?"), int(paper["epoch"]),
+    )  # fmt: skip
+    best = paper["best_acc1"]
+    return {"model": weights, "optimizer": paper["optimizer"], "epoch": int(paper["epoch"]),
+            "best_val_acc1": float(best), "rng_cpu": torch.get_rng_state(),
+            "layout": "paper main.py"}  # fmt: skip
+
+
+def refused_globals(path: Path, exc: BaseException) -> list[str]:
+    """Names of the objects `torch.load(weights_only=True)` refused in `path`, or [] when
+    `exc` is not such a refusal: the name in torch's message, plus every other global the
+    file's pickle imports that torch does not allow (read from its opcodes, run nothing)."""
+    named = re.findall(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(exc), flags=re.IGNORECASE)
+    if not named:
+        return []
+    try:
+        others = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - a legacy (non-zip) file: torch's name is enough
+        others = []
+    return list(dict.fromkeys(named + sorted(others)))
+
+
+def check_loadable(candidates: list[Path]) -> None:
+    """`train`'s pre-flight for `--resume`: a `CheckpointError` now when every candidate
+    holds objects the safe loader refuses (`load_checkpoint`'s message for the first).
+
+    Reads only each file's pickle, not its tensors, and runs nothing in it; files torch
+    cannot scan this way (legacy format, damaged) are left to `load_checkpoint`.
+    """
+    first = None
+    for path in candidates:
+        try:
+            refused = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - not a zip checkpoint: the real load decides
+            return
+        if not refused:
+            return
+        first = first or _refused_message(path, refused)
+    if first:
+        raise CheckpointError(first)
+
+
+# Modules whose globals can run code: never suggest allowing them (torch blocks the first four).
+# (Pickle protocol 2, torch.save's, writes builtins as __builtin__ and subprocess as commands.)
+_CODE_MODULES = ("sys", "os", "posix", "nt", "subprocess", "commands", "builtins", "__builtin__",
+                 "shutil", "importlib", "runpy", "pty", "socket", "pickle", "marshal", "types",
+                 "code", "ctypes")  # fmt: skip
+
+
+def _refused_message(path: Path, refused: list[str]) -> str:
+    risky = [n for n in refused if n.split(".")[0] in _CODE_MODULES]
+    if risky:
+        return (
+            f"checkpoint {path} holds a call to {', '.join(risky)}, which the safe loader "
+            f"refuses because it could run code; sepconc will not load it: resume from a "
+            f"checkpoint you trust"
+        )
+    return (
+        f"checkpoint {path} is intact but holds objects the safe loader "
+        f"(torch.load weights_only=True) refuses: {', '.join(refused)}; re-save it "
+        f"without them (e.g. plain floats instead of numpy scalars, a dict instead of "
+        f"an argparse.Namespace), or, if you trust the file, allow them with "
+        f"torch.serialization.add_safe_globals before resuming"
+    )
+
+
+def _damaged_message(path: Path, exc: BaseException) -> str:
+    return (
+        f"checkpoint {path} is corrupt or truncated ({clean_reason(exc)}); delete it or "
+        f"resume from an earlier one"
+    )
+
+
+def _strip_module(key: str) -> str:
+    return key[len("module.") :] if key.startswith("module.") else key
+
+
+def _keys(state: Any) -> str:
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not a dict"
+    names = sorted(str(k) for k in state)
+    return ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
 
 
 def resolve_resume(target: str | Path) -> list[Path]:

@@ -102,6 +102,8 @@ class DataConfig:
     """ImageNet only: train on this many classes (random, seeded) when < 1000."""
     class_indices: str | None = None
     """ImageNet only: file of the class indices to use."""
+    compact_head: bool = False
+    """ImageNet only: k-way classifier, labels 0..k-1 (default: paper's 1000-way, original labels)."""
 
 
 @dataclass

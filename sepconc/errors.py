@@ -1,4 +1,7 @@
-"""The one exception type that user-facing code turns into a one-line error."""
+"""The one exception type that user-facing code turns into a one-line error, and a helper
+that makes a library exception's text fit for such a line."""
+
+import re
 
 
 class UserError(Exception):
@@ -8,3 +11,29 @@ class UserError(Exception):
     to do. `launch.py` prints it to stderr and exits with status 2, without a
     traceback.
     """
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def fit_line(text: str, limit: int = 160) -> str:
+    """`text` as one line of at most about `limit` characters, fit for a user message.
+
+    Terminal escape codes (`\\x1b[...m`) are removed and line breaks become spaces; a
+    longer text is cut at the last space before `limit` and ends with `...` (never
+    mid-word).
+    """
+    text = " ".join(_ANSI.sub("", text).split())
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[: cut if cut > 0 else limit].rstrip(" ,;:") + " ..."
+
+
+def clean_reason(exc: BaseException, limit: int = 160, whole: bool = False) -> str:
+    """A library exception's first non-empty line (all its lines with `whole`), through
+    `fit_line`; an exception without a message gives its type name."""
+    lines = [line for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return fit_line(" ".join(lines) if whole else lines[0], limit)

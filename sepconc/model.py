@@ -288,7 +288,8 @@ def build_model(config: Config | ModelConfig, image_shape=None, classes=None) ->
     if isinstance(config, Config):
         from sepconc.data import dataset_spec
 
-        spec_shape, spec_classes = dataset_spec(config.data.dataset, config.data.nb_classes)
+        d = config.data
+        spec_shape, spec_classes = dataset_spec(d.dataset, d.nb_classes, d.compact_head)
         image_shape = image_shape or spec_shape
         classes = classes or spec_classes
         config = config.model

@@ -38,7 +38,7 @@ from sepconc.checkpoint import (
 from sepconc.config import Config
 from sepconc.data import build_datasets, dataset_spec
 from sepconc.distributed import World, broadcast_object, current_world, launch_local
-from sepconc.errors import UserError
+from sepconc.errors import UserError, clean_reason
 from sepconc.loop import TrainingDiverged, build_optimizer, evaluate, learning_rate, train_epoch
 from sepconc.model import SepConcNet, plan_model
 from sepconc.probes import block_statistics, probe_set, weight_diagnostics
@@ -118,7 +118,8 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
     plan_model(config.model, dataset_spec(config.data.dataset, config.data.nb_classes)[0])
     data = build_datasets(config.data.dataset, config.data.data, download=config.data.download,
                           nb_classes=config.data.nb_classes,
-                          class_indices=config.data.class_indices, seed=seed)  # fmt: skip
+                          class_indices=config.data.class_indices, seed=seed,
+                          compact_head=config.data.compact_head)  # fmt: skip
     check_not_empty(data.train, data.val, f"{config.data.dataset} data in {config.data.data}")
     net = SepConcNet(config.model, data.image_shape, data.num_classes).to(device)
     optimizer = build_optimizer(net, config.optim.lr, config.optim.momentum,
@@ -228,7 +229,7 @@ def _restore(target: str, net, optimizer, device) -> tuple[int, float]:
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise UserError(
-            f"checkpoint {path} does not match this model ({str(exc).splitlines()[0][:100]}); "
+            f"checkpoint {path} does not match this model ({clean_reason(exc, whole=True)}); "
             f"resume with the config it was written with"
         ) from None
     torch.set_rng_state(state["rng_cpu"].cpu())

@@ -7,7 +7,9 @@ writing the inputs it needs there, and checks what the user sees and what is lef
 - stderr is exactly one non-empty line, starting with `error:`, naming the problem
   (a substring or pattern per case), with no `Traceback`;
 - nothing was created in the working folder besides the case's own inputs (no `runs/`,
-  no MLflow store, no run folder).
+  no MLflow store, no run folder);
+- no terminal escape code (`\x1b[`) anywhere in the output, and no text cut mid-word (a
+  shortened library message ends with ` ...`; the code has no `[:N]` slice of one).
 
 None of these cases may start Ray: the sweep cases fail before `ray.init` (the
 unreachable `--address` is refused by a plain socket check). Cases run three at a time
@@ -29,6 +31,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakedata import write_cifar10, write_imagefolder
+
+APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"\x00" * 4088  # macOS `._name`
 
 LAUNCH = str(Path(__file__).resolve().parent.parent / "launch.py")
 
@@ -66,7 +70,7 @@ def sweep_text(**changes) -> str:
 class Case:
     argv: str  # after `launch.py`; {tmp} is the working folder
     expect: str  # regular expression the error line must match
-    files: dict[str, str] = field(default_factory=dict)  # relative path -> text
+    files: dict[str, str | bytes] = field(default_factory=dict)  # relative path -> content
     setup: str | None = None  # name of a data writer to run first (see SETUPS)
 
 
@@ -78,7 +82,55 @@ def _cifar(tmp: Path) -> None:
     write_cifar10(tmp / "data", n_per_batch=1, n_test=1)
 
 
-SETUPS = {"imagenet": _imagenet, "cifar": _cifar}
+def _imagenet_broken(tmp: Path) -> None:
+    """An AppleDouble companion copied without its leading dot: an image name, no image."""
+    _imagenet(tmp)
+    (tmp / "imnet" / "train" / "n00000001" / "broken.JPEG").write_bytes(APPLEDOUBLE)
+
+
+def _imagenet_empty_val(tmp: Path) -> None:
+    _imagenet(tmp)
+    folder = tmp / "imnet" / "val" / "n00000002"
+    for p in folder.iterdir():
+        p.unlink()
+    (folder / "README.txt").write_text("images to come\n")
+    (folder / "._img_0.JPEG").write_bytes(APPLEDOUBLE)
+
+
+def _torch_bytes(obj) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _refused_checkpoint(tmp: Path) -> None:
+    """Intact, but a numpy scalar and an argparse.Namespace the safe loader refuses."""
+    import argparse
+
+    import numpy as np
+
+    (tmp / "ckpt.pt").write_bytes(_torch_bytes(
+        {"model": {}, "epoch": 1, "best_val_acc1": np.float64(50.0),
+         "args": argparse.Namespace(lr=0.01)}))  # fmt: skip
+
+
+def _paper_checkpoint(tmp: Path) -> None:
+    """The paper's main.py layout with the authors' own module names."""
+    import torch
+
+    (tmp / "paper.pth.tar").write_bytes(_torch_bytes(
+        {"epoch": 3, "arch": "analysis", "best_acc1": torch.tensor(50.0), "optimizer": {},
+         "state_dict": {"0.module.analysis.frame_weight": torch.zeros(2)}}))  # fmt: skip
+
+
+SETUPS = {"imagenet": _imagenet, "cifar": _cifar, "imagenet_broken": _imagenet_broken,
+          "imagenet_empty_val": _imagenet_empty_val, "refused_checkpoint": _refused_checkpoint,
+          "paper_checkpoint": _paper_checkpoint}  # fmt: skip
+IMNET = "train --dataset imagenet --data {tmp}/imnet -a scatnet --P-proj-size 16"
 
 CASES: dict[str, Case] = {
     # ------------------------------------------------------------ sweep files (validate)
@@ -184,6 +236,42 @@ CASES: dict[str, Case] = {
         r"--class-indices idx\.txt repeats indices 1; list each once",
         {"idx.txt": "1\n1\n"}, setup="imagenet",
     ),
+    "class_indices_not_text": Case(
+        f"{IMNET} --nb-classes 2 --class-indices idx.txt",
+        r"--class-indices idx\.txt is neither utf-8 text nor a torch or \.npy file; accepted "
+        r"formats: a torch\.save'd list or 1-D integer tensor, a \.npy integer array, or text",
+        {"idx.txt": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"}, setup="imagenet",
+    ),
+    "class_indices_torch_dict": Case(
+        f"{IMNET} --nb-classes 2 --class-indices idx.pt",
+        r"--class-indices idx\.pt holds a torch\.save'd dict, not a list or 1-D tensor of "
+        r"integers; accepted formats: ",
+        {"idx.pt": _torch_bytes({"indices": [0, 1]})}, setup="imagenet",
+    ),
+    "imagenet_unreadable_image": Case(
+        IMNET,
+        r"image file .*/imnet/train/n00000001/broken\.JPEG cannot be read \(not an image PIL "
+        r"recognises\); delete or replace it",
+        setup="imagenet_broken",
+    ),
+    "imagenet_class_without_image": Case(
+        IMNET,
+        r"imagenet class folder .*/imnet/val/n00000002 \(val split\) has no image \(it holds "
+        r"only README\.txt\); add images \(\.jpg, \.jpeg, \.png",
+        setup="imagenet_empty_val",
+    ),
+    "resume_refused_objects": Case(
+        f"{SYN} --resume ckpt.pt",
+        r"checkpoint ckpt\.pt is intact but holds objects the safe loader \(torch\.load "
+        r"weights_only=True\) refuses: .*argparse\.Namespace.*add_safe_globals",
+        setup="refused_checkpoint",
+    ),
+    "resume_paper_layout_authors_names": Case(  # found at load: no tracking, nothing written
+        f"{SYN} --no-tracking --resume paper.pth.tar",
+        r"checkpoint paper\.pth\.tar is the paper's main\.py layout with the authors' module "
+        r"names \(e\.g\. 0\.module\.analysis\.frame_weight\)",
+        setup="paper_checkpoint",
+    ),
     "negative_epochs": Case(f"{SYN} --epochs -1", r"epochs must be > 0, got -1"),
     "negative_lr": Case(f"{SYN} --lr=-0.1", r"lr must be > 0, got -0\.1"),
     "resume_missing_file": Case(
@@ -217,8 +305,11 @@ def _run_case(
 ) -> tuple[subprocess.CompletedProcess, set[str], set[str], float]:
     case = CASES[name]
     tmp.mkdir(parents=True)
-    for rel, text in case.files.items():
-        (tmp / rel).write_text(text)
+    for rel, content in case.files.items():
+        if isinstance(content, bytes):
+            (tmp / rel).write_bytes(content)
+        else:
+            (tmp / rel).write_text(content)
     if case.setup:
         SETUPS[case.setup](tmp)
     before = _listing(tmp)
@@ -256,3 +347,27 @@ def test_bad_input_is_one_line_and_leaves_nothing(results, name):
     assert re.search(CASES[name].expect, lines[0]), lines[0]
     assert after == before, f"created: {sorted(after - before)}"
     assert seconds < 110, f"{name} took {seconds:.0f} s"  # generous: a loaded machine
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_no_escape_codes_and_no_word_cut(results, name):
+    proc = results[name][0]
+    assert "\x1b[" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    line = proc.stderr.strip()
+    assert re.search(r"[\w)\]'\"./]$", line), line  # ends on a whole word or a closing mark
+    for match in re.finditer(r"\.\.\.", line):  # a shortened text says so after a space
+        assert line[match.start() - 1] in " (", line
+
+
+def test_code_never_slices_a_message():
+    """Messages are shortened by `sepconc.errors.fit_line` (between words), never `[:N]`."""
+    sliced = re.compile(
+        r"(splitlines\(\)\[0\]|str\(exc\)|\breason|\bline|\bmessage|\bmsg)\)?\[:\s*\d+\s*\]"
+        r"|textwrap\.shorten"
+    )
+    root = Path(LAUNCH).parent
+    found = [f"{path.relative_to(root)}:{i}: {text.strip()}"
+             for path in sorted((root / "sepconc").rglob("*.py"))
+             for i, text in enumerate(path.read_text().splitlines(), 1)
+             if sliced.search(text)]  # fmt: skip
+    assert not found, found

@@ -60,7 +60,8 @@ def test_dataset_spec_every_dataset():
     assert set(expected) == set(DATASETS)
     for name, spec in expected.items():
         assert dataset_spec(name) == spec
-    assert dataset_spec("imagenet", nb_classes=100) == ((3, 224, 224), 100)
+    assert dataset_spec("imagenet", nb_classes=100) == ((3, 224, 224), 1000)  # paper's head
+    assert dataset_spec("imagenet", nb_classes=100, compact_head=True) == ((3, 224, 224), 100)
     assert dataset_spec("cifar10", nb_classes=100) == ((3, 32, 32), 10)
     with pytest.raises(UserError) as e:
         dataset_spec("svhn")
@@ -214,131 +215,6 @@ def test_cifar_corrupt_file_is_one_line(tmp_path):
     with pytest.raises(UserError) as e:
         build_datasets("cifar10", root)
     assert "data_batch_3" in one_line_error(e)
-
-
-# ---------------------------------------------------------------- ImageNet
-
-
-def test_imagenet_all_folders_by_default(tmp_path):
-    root = fakedata.write_imagefolder(tmp_path, n_classes=5, n_per_class=3)
-    bundle = build_datasets("imagenet", root)
-    check_bundle(bundle, (3, 224, 224), 5, 15, 15)
-    assert bundle.identity["class_indices"] == list(range(5))
-    assert bundle.identity["classes"] == fakedata.imagefolder_class_names(5)
-    assert bundle.train_transform_is_random is True
-    torch.manual_seed(0)
-    draws = [bundle.train[4][0] for _ in range(5)]
-    assert any(not torch.equal(draws[0], d) for d in draws[1:])
-    torch.testing.assert_close(bundle.val[4][0], bundle.val[4][0])
-
-
-def test_imagenet_val_is_resize_center_crop(tmp_path):
-    root = fakedata.write_imagefolder(tmp_path, n_classes=2, n_per_class=1)
-    bundle = build_datasets("imagenet", root)
-    from PIL import Image
-
-    path, label = bundle.val.samples[0]
-    img = Image.open(path).convert("RGB").resize((256, 256), Image.BILINEAR)
-    want = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)
-    want = (want[:, 16:240, 16:240] - IMNET_MEAN) / IMNET_STD
-    x, y = bundle.val[0]
-    assert y == label
-    assert (x - want).abs().mean() < 0.05  # same pipeline up to antialiasing details
-
-
-def test_imagenet_seeded_subset(tmp_path):
-    root = fakedata.write_imagefolder(tmp_path, n_classes=5, n_per_class=2)
-    a = build_datasets("imagenet", root, nb_classes=3, seed=7)
-    b = build_datasets("imagenet", root, nb_classes=3, seed=7)
-    assert a.identity["class_indices"] == b.identity["class_indices"]
-    idx = a.identity["class_indices"]
-    assert len(idx) == 3 == len(set(idx)) and idx == sorted(idx)
-    assert a.identity["class_selection"] == "random, seed 7"
-    names = fakedata.imagefolder_class_names(5)
-    assert a.identity["classes"] == [names[i] for i in idx]
-    check_bundle(a, (3, 224, 224), 3, 6, 6)
-    for ds in (a.train, a.val):  # labels 0..2 follow the chosen folders, same for val
-        for path, label in ds.samples:
-            assert os.path.basename(os.path.dirname(path)) == a.identity["classes"][label]
-    others = {
-        tuple(build_datasets("imagenet", root, nb_classes=3, seed=s).identity["class_indices"])
-        for s in range(6)
-    }
-    assert len(others) > 1
-
-
-@pytest.mark.parametrize("kind", ["txt", "npy"])
-def test_imagenet_class_indices_file(tmp_path, kind):
-    root = fakedata.write_imagefolder(tmp_path / "data", n_classes=5, n_per_class=1)
-    path = tmp_path / f"classes.{kind}"
-    if kind == "txt":
-        path.write_text("4\n 1,\n\n3 ")
-    else:
-        np.save(path, np.array([4, 1, 3], dtype=np.int64))
-    bundle = build_datasets("imagenet", root, nb_classes=3, class_indices=str(path))
-    assert bundle.identity["class_indices"] == [1, 3, 4]
-    assert bundle.identity["classes"] == ["n00000001", "n00000003", "n00000004"]
-    assert str(path) in bundle.identity["class_selection"]
-    assert sorted(bundle.val[i][1] for i in range(3)) == [0, 1, 2]
-
-
-@pytest.mark.parametrize(
-    "content, nb, expect",
-    [
-        ("0 1 7 9", 4, ["out of range", "0..4", "7, 9"]),
-        ("-1 2", 2, ["out of range", "-1"]),
-        ("1 2 2 3 3", 5, ["repeats", "2, 3"]),
-        ("0 1 2", 4, ["lists 3 classes", "--nb-classes 3"]),
-        ("0 one 2", 3, ["non-integer", "one"]),
-    ],
-)
-def test_bad_class_indices_files(tmp_path, content, nb, expect):
-    root = fakedata.write_imagefolder(tmp_path / "data", n_classes=5, n_per_class=1)
-    path = tmp_path / "bad.txt"
-    path.write_text(content)
-    with pytest.raises(UserError) as e:
-        build_datasets("imagenet", root, nb_classes=nb, class_indices=str(path))
-    msg = one_line_error(e)
-    assert str(path) in msg
-    for piece in expect:
-        assert piece in msg
-
-
-def test_bad_class_indices_npy_and_missing(tmp_path):
-    root = fakedata.write_imagefolder(tmp_path / "data", n_classes=5, n_per_class=1)
-    path = tmp_path / "bad.npy"
-    np.save(path, np.array([0.5, 1.0]))
-    with pytest.raises(UserError) as e:
-        build_datasets("imagenet", root, nb_classes=2, class_indices=str(path))
-    assert "float64" in one_line_error(e) and str(path) in str(e.value)
-    np.save(path, np.array([3, 3]))
-    with pytest.raises(UserError) as e:
-        build_datasets("imagenet", root, nb_classes=2, class_indices=str(path))
-    assert "repeats" in one_line_error(e)
-    with pytest.raises(UserError) as e:
-        build_datasets("imagenet", root, nb_classes=2, class_indices=str(tmp_path / "no.txt"))
-    assert "no.txt" in one_line_error(e)
-
-
-def test_imagenet_layout_errors(tmp_path):
-    with pytest.raises(UserError) as e:
-        build_datasets("imagenet", str(tmp_path))
-    msg = one_line_error(e)
-    assert os.path.join(str(tmp_path), "train") in msg and "val/" in msg
-    fakedata.write_imagefolder(tmp_path, n_classes=4, n_per_class=1, splits=("train",))
-    fakedata.write_imagefolder(tmp_path, n_classes=3, n_per_class=1, splits=("val",))
-    with pytest.raises(UserError) as e:  # class n00000003 has no val folder
-        build_datasets("imagenet", str(tmp_path))
-    assert "n00000003" in one_line_error(e)
-    with pytest.raises(UserError) as e:
-        build_datasets("imagenet", str(tmp_path), nb_classes=10)
-    assert "exceeds the 4 class folders" in one_line_error(e)
-    other = fakedata.write_imagefolder(tmp_path / "other", n_classes=2, n_per_class=1)
-    for split in ("train", "val"):  # an empty class folder
-        os.makedirs(os.path.join(other, split, "n00000009"))
-    with pytest.raises(UserError) as e:
-        build_datasets("imagenet", other)
-    assert "n00000009" in one_line_error(e)
 
 
 # ---------------------------------------------------------------- offline sets

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from sepconc.config import ARCHS, CLASSIFIERS, DEVICES, NON_LINEARITIES, PHASE_METHODS
+from sepconc.errors import clean_reason
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,11 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
         "--nb-classes", type=int, help="ImageNet only: number of classes (default: 1000)"
     )
     p.add_argument("--class-indices", help="ImageNet only: file of class indices")
+    p.add_argument(
+        "--compact-head",
+        action="store_true",
+        help="ImageNet only: k-way classifier, labels 0..k-1 (default: the paper's 1000-way)",
+    )
     # sepconc's own
     p.add_argument("--num-workers", type=int, help="DDP processes (default: 1)")
     p.add_argument("--device", choices=DEVICES, help="cpu | cuda | auto (default)")
@@ -152,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except BaseException as exc:  # a bad checkpoint, a crash, Ctrl-C: never leave it RUNNING
         for hook in hooks:
-            hook.fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            hook.fail(clean_reason(exc, limit=500))
         raise
     for hook in hooks:
         hook.finish(result.run_dir)
@@ -164,18 +170,20 @@ def run(args: argparse.Namespace) -> int:
 def preflight(config) -> None:
     """Refuse now, before anything is written (MLflow run, run folder), what `train` would
     refuse later: an architecture that does not fit the data set's images, a missing or
-    mis-laid data folder, a bad class-indices file, a `--resume` path without a checkpoint.
-    Reads no image and no checkpoint."""
-    from sepconc.checkpoint import resolve_resume
+    mis-laid data folder, a bad class-indices file, an ImageNet class folder without images
+    or an unreadable image header, a `--resume` path without a checkpoint or whose
+    checkpoints hold objects the safe loader refuses. Reads no pixels and no tensors."""
+    from sepconc.checkpoint import check_loadable, resolve_resume
     from sepconc.data import check_data, dataset_spec
     from sepconc.model import plan_model
 
     d = config.data
     plan_model(config.model, dataset_spec(d.dataset, d.nb_classes)[0])
     check_data(d.dataset, d.data, download=d.download, nb_classes=d.nb_classes,
-               class_indices=d.class_indices, seed=config.run.seed or 0)  # fmt: skip
+               class_indices=d.class_indices, seed=config.run.seed or 0,
+               compact_head=d.compact_head)  # fmt: skip
     if config.run.resume:
-        resolve_resume(config.run.resume)
+        check_loadable(resolve_resume(config.run.resume))
 
 
 def dry_run(config) -> int:

@@ -4,13 +4,22 @@ Class index `i` is the `i`-th class folder of `root/train` in sorted order (the 
 ImageNet numbering when the folders are the WordNet ids). With `K` folders and
 `nb_classes = k`:
 
-- `class_indices` given: read `k` distinct indices in `0 .. K-1` from that file (text:
-  integers separated by whitespace, newlines or commas; or a `.npy` integer array);
+- `class_indices` given: read `k` distinct indices in `0 .. K-1` from that file (formats:
+  `sepconc.data.class_indices`);
 - else `k < K`: `k` indices drawn without replacement by `numpy.random.default_rng(seed)`;
 - else all `K` folders (the default `k = 1000` with fewer folders means "all of them").
 
-The chosen indices are sorted and relabelled `0 .. k-1` in that order; the val split
-uses the same class folder names. Only the chosen folders are scanned.
+Labels and classifier head (`compact_head`):
+
+- default (the paper's): a sample's label is its class folder's index among all `K`
+  folders, and the classifier has `max(1000, K)` outputs, as the authors' `main.py`
+  keeps its 1000-way classifier on a class subset; paper numbers reproduce;
+- `compact_head=True`: the chosen indices, sorted, are relabelled `0 .. k-1` and the
+  classifier has `k` outputs.
+
+Top-1/top-5 are computed over the head's outputs either way. The val split uses the
+same class folder names. Only the chosen folders are scanned; which files are samples,
+how they decode and the pre-flight check of their headers: `sepconc.data.image_files`.
 
 Transforms (MODELS.md): train `RandomResizedCrop(224)` + `RandomHorizontalFlip()`; val
 `Resize(256)` + `CenterCrop(224)`; both then `ToTensor()` and ImageNet's mean/std.
@@ -19,12 +28,13 @@ Transforms (MODELS.md): train `RandomResizedCrop(224)` + `RandomHorizontalFlip()
 from __future__ import annotations
 
 import os
-from collections import Counter
 
 import numpy as np
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
+from sepconc.data.class_indices import read_class_indices, show
+from sepconc.data.image_files import IMG_EXTENSIONS, check_images, is_image_file, load_rgb
 from sepconc.data.registry import IMAGENET_CLASSES, IMAGENET_MEAN, IMAGENET_STD, DataBundle
 from sepconc.errors import UserError
 
@@ -32,14 +42,33 @@ LAYOUT = "root/train/<class>/*.JPEG and root/val/<class>/*.JPEG"
 
 
 class ClassSubsetImageFolder(ImageFolder):
-    """An `ImageFolder` restricted to `classes` (folder names), labelled by their order."""
+    """An `ImageFolder` over the folders `classes`, class `classes[i]` labelled `labels[i]`.
 
-    def __init__(self, root: str, classes: list[str], transform=None) -> None:
+    Samples are the image files `is_image_file` accepts (hidden and non-image files are
+    skipped, and so is everything under a hidden sub-folder such as netatalk's
+    `.AppleDouble/`), decoded to RGB by `load_rgb`. A class folder without any sample is
+    allowed here; `scan_split` turns it into a `UserError`.
+    """
+
+    def __init__(self, root: str, classes: list[str], labels: list[int], transform=None) -> None:
         self._chosen = list(classes)
-        super().__init__(root, transform=transform)
+        self._labels = [int(v) for v in labels]
+        super().__init__(root, transform=transform, loader=load_rgb,
+                         is_valid_file=is_image_file, allow_empty=True)  # fmt: skip
+        hidden = [i for i, (p, _) in enumerate(self.samples) if _under_hidden(root, p)]
+        if hidden:
+            drop = set(hidden)
+            self.samples = [s for i, s in enumerate(self.samples) if i not in drop]
+            self.imgs = self.samples
+            self.targets = [t for _, t in self.samples]
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        return list(self._chosen), {c: i for i, c in enumerate(self._chosen)}
+        return list(self._chosen), dict(zip(self._chosen, self._labels))
+
+
+def _under_hidden(root: str, path: str) -> bool:
+    """True when a folder between `root` and the file `path` is hidden (`.name`)."""
+    return any(part.startswith(".") for part in os.path.relpath(path, root).split(os.sep)[:-1])
 
 
 def train_transform() -> transforms.Compose:
@@ -70,55 +99,6 @@ def list_class_folders(split_dir: str) -> list[str]:
     """Sorted names of the non-hidden sub-folders of `split_dir`."""
     with os.scandir(split_dir) as it:
         return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
-
-
-def read_class_indices(path: str, nb_classes: int, num_folders: int) -> list[int]:
-    """Read and check a class-indices file; returns the sorted indices.
-
-    Raises `UserError` (naming `path` and the bad values) when the file is missing or
-    unreadable, holds a non-integer, an index outside `0 .. num_folders-1`, a duplicate,
-    or a count different from `nb_classes`.
-    """
-    if not os.path.isfile(path):
-        raise UserError(f"--class-indices file {path} does not exist; pass a file of class indices")
-    if path.endswith(".npy"):
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise UserError(
-                f"--class-indices {path} is not a readable .npy integer array ({exc}); "
-                "save one with numpy.save"
-            ) from None
-        if arr.dtype.kind not in "iu":
-            raise UserError(
-                f"--class-indices {path} holds {arr.dtype} values, not integers; save an int array"
-            )
-        values = [int(v) for v in arr.reshape(-1)]
-    else:
-        with open(path, encoding="utf-8") as fh:
-            tokens = fh.read().replace(",", " ").split()
-        bad = [t for t in tokens if not _is_int(t)]
-        if bad:
-            raise UserError(
-                f"--class-indices {path} has non-integer entries {_show(bad)}; "
-                "write integers separated by spaces or newlines"
-            )
-        values = [int(t) for t in tokens]
-    out_of_range = sorted({v for v in values if not 0 <= v < num_folders})
-    if out_of_range:
-        raise UserError(
-            f"--class-indices {path} has indices out of range 0..{num_folders - 1} "
-            f"(the class folders found): {_show(out_of_range)}; fix the file"
-        )
-    dups = sorted(v for v, count in Counter(values).items() if count > 1)
-    if dups:
-        raise UserError(f"--class-indices {path} repeats indices {_show(dups)}; list each once")
-    if len(values) != nb_classes:
-        raise UserError(
-            f"--class-indices {path} lists {len(values)} classes but --nb-classes is "
-            f"{nb_classes}; pass --nb-classes {len(values)} or fix the file"
-        )
-    return sorted(values)
 
 
 def choose_classes(
@@ -165,10 +145,71 @@ def select_classes(
     missing = [folders[i] for i in indices if not os.path.isdir(os.path.join(val_dir, folders[i]))]
     if missing:
         raise UserError(
-            f"{len(missing)} chosen classes have no folder in {val_dir} (e.g. {_show(missing)}); "
+            f"{len(missing)} chosen classes have no folder in {val_dir} (e.g. {show(missing)}); "
             f"train/ and val/ must hold the same class folders ({LAYOUT})"
         )
     return root, folders, indices, how
+
+
+def scan_split(
+    root: str, split: str, names: list[str], labels: list[int], transform=None
+) -> ClassSubsetImageFolder:
+    """The samples of `root/split` for the chosen classes; `UserError` naming the first
+    chosen class folder that holds no image file (and what it holds instead)."""
+    folder = ClassSubsetImageFolder(os.path.join(root, split), names, labels, transform)
+    found = set(folder.targets)
+    for name, label in zip(names, labels):
+        if label not in found:
+            class_dir = os.path.join(root, split, name)
+            others = sorted(os.listdir(class_dir))
+            visible = [n for n in others if not n.startswith(".")]
+            held = f"it holds only {show(visible, 3)}" if visible else "it is empty"
+            if others and not visible:
+                held = f"it holds only hidden files, e.g. {others[0]}"
+            raise UserError(
+                f"imagenet class folder {class_dir} ({split} split) has no image ({held}); "
+                f"add images ({', '.join(IMG_EXTENSIONS)}) or leave the class out "
+                f"with --class-indices"
+            )
+    return folder
+
+
+# (root, split, class names) whose image headers this process already checked
+_CHECKED: set[tuple[str, str, tuple[str, ...]]] = set()
+
+
+def check_split_images(root: str, split: str, folder: ClassSubsetImageFolder) -> None:
+    """Verify the image headers of `folder` once per process (`image_files.check_images`)."""
+    key = (root, split, tuple(folder.classes))
+    if key not in _CHECKED:
+        check_images([path for path, _ in folder.samples])
+        _CHECKED.add(key)
+
+
+def head_labels(
+    folders: list[str], indices: list[int], compact_head: bool
+) -> tuple[list[int], int]:
+    """The label of each chosen class and the classifier's output count.
+
+    Paper default: the folder's index among all folders, `max(1000, len(folders))`
+    outputs; `compact_head`: `0 .. k-1` in index order, `k` outputs.
+    """
+    if compact_head:
+        return list(range(len(indices))), len(indices)
+    return list(indices), max(IMAGENET_CLASSES, len(folders))
+
+
+def check_imagenet(
+    root: str, nb_classes: int, class_indices: str | None, seed: int, compact_head: bool = False
+) -> None:
+    """`build_imagenet`'s checks without transforms: layout, class choice, an image in
+    every chosen class folder of both splits, and readable image headers
+    (`sepconc.data.image_files` states the rule). `train`'s pre-flight."""
+    root, folders, indices, _ = select_classes(root, nb_classes, class_indices, seed)
+    names = [folders[i] for i in indices]
+    labels, _ = head_labels(folders, indices, compact_head)
+    for split in ("train", "val"):
+        check_split_images(root, split, scan_split(root, split, names, labels))
 
 
 def build_imagenet(
@@ -177,19 +218,21 @@ def build_imagenet(
     nb_classes: int = IMAGENET_CLASSES,
     class_indices: str | None = None,
     seed: int = 0,
+    compact_head: bool = False,
 ) -> DataBundle:
-    """Train/val `ImageFolder`s over the chosen classes, images `(3, 224, 224)`."""
+    """Train/val `ImageFolder`s over the chosen classes, images `(3, 224, 224)`.
+
+    `num_classes` of the bundle is the classifier's output count (`head_labels`).
+    Raises `UserError` for a bad layout or class choice, a chosen class folder without
+    images, or an image file whose header PIL cannot read.
+    """
     root, folders, indices, how = select_classes(root, nb_classes, class_indices, seed)
     names = [folders[i] for i in indices]
-    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
-    try:
-        train = ClassSubsetImageFolder(train_dir, names, train_transform())
-        val = ClassSubsetImageFolder(val_dir, names, val_transform())
-    except FileNotFoundError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no images"
-        raise UserError(
-            f"imagenet under {root}: {first}; every class folder needs images"
-        ) from None
+    labels, outputs = head_labels(folders, indices, compact_head)
+    train = scan_split(root, "train", names, labels, train_transform())
+    val = scan_split(root, "val", names, labels, val_transform())
+    for split, folder in (("train", train), ("val", val)):
+        check_split_images(root, split, folder)
     identity = {
         "name": "imagenet",
         "root": root,
@@ -198,20 +241,14 @@ def build_imagenet(
         "class_selection": how,
         "class_indices": indices,
         "classes": names,
+        "compact_head": compact_head,
+        "head": (
+            f"compact: {outputs} outputs, labels 0..{outputs - 1}"
+            if compact_head
+            else f"paper: {outputs} outputs, labels = class folder indices"
+        ),
+        "labels": labels,
         "split": "train/ and val/ folders",
         "transform": "train: RandomResizedCrop 224 + hflip; val: Resize 256 + CenterCrop 224",
     }
-    return DataBundle(train, val, len(names), (3, 224, 224), True, identity)
-
-
-def _is_int(token: str) -> bool:
-    try:
-        int(token)
-    except ValueError:
-        return False
-    return True
-
-
-def _show(values: list, limit: int = 10) -> str:
-    shown = ", ".join(str(v) for v in values[:limit])
-    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+    return DataBundle(train, val, outputs, (3, 224, 224), True, identity)

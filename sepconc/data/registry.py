@@ -14,10 +14,12 @@ name          (C, H, W)    classes  source
 mnist         (1, 28, 28)  10       torchvision MNIST under `root`
 cifar10       (3, 32, 32)  10       `root/cifar-10-batches-py/`
 cifar100      (3, 32, 32)  100      `root/cifar-100-python/`
-imagenet      (3, 224, 224) <=1000  `root/train/<class>/`, `root/val/<class>/`
+imagenet      (3, 224, 224) 1000 [1] `root/train/<class>/`, `root/val/<class>/`
 digits        (1, 28, 28)  10       scikit-learn's bundled 8x8 digits
 synthetic     (1, 16, 16)  10       seeded Gaussian mixture (no file)
 ============  ===========  =======  ======================================
+
+[1] ImageNet keeps the paper's 1000-way head on a class subset; `k` with `compact_head`.
 
 The in-memory sets (mnist, cifar, digits, synthetic) are tensors indexed
 directly, with tensor transforms; only ImageNet decodes images per item.
@@ -104,19 +106,20 @@ class TensorImageDataset(Dataset):
 
 
 def dataset_spec(
-    dataset: str, nb_classes: int = IMAGENET_CLASSES
+    dataset: str, nb_classes: int = IMAGENET_CLASSES, compact_head: bool = False
 ) -> tuple[tuple[int, int, int], int]:
     """`((C, H, W), num_classes)` of `dataset` after its transform, reading no file.
 
-    For ImageNet the class count is `nb_classes` (at most 1000); the real count
-    can be lower when `root/train` holds fewer class folders.
+    `num_classes` is the classifier's output count. For ImageNet it is 1000 (the
+    paper's head, original labels, whatever `nb_classes`), or with `compact_head`
+    `nb_classes` (at most 1000; lower when `root/train` holds fewer class folders).
     """
     _check_name(dataset)
     shape, n = _SPECS[dataset]
     if dataset == "imagenet":
         if nb_classes < 1:
             raise UserError(f"--nb-classes must be >= 1, got {nb_classes}")
-        n = min(nb_classes, IMAGENET_CLASSES)
+        n = min(nb_classes, IMAGENET_CLASSES) if compact_head else IMAGENET_CLASSES
     return shape, n
 
 
@@ -128,14 +131,16 @@ def build_datasets(
     nb_classes: int = IMAGENET_CLASSES,
     class_indices: str | None = None,
     seed: int = 0,
+    compact_head: bool = False,
 ) -> DataBundle:
     """Build the train and val datasets of `dataset`.
 
     `root` is the data folder (required for mnist, cifar10, cifar100, imagenet;
     ignored by digits and synthetic). `download=True` lets torchvision fetch
     MNIST/CIFAR into `root`. `nb_classes`, `class_indices` and `seed` choose the
-    ImageNet class subset (see `sepconc.data.imagenet`); `class_indices` is an
-    error for other datasets, and a non-default `nb_classes` is ignored there.
+    ImageNet class subset and `compact_head` its labels and head size (see
+    `sepconc.data.imagenet`); `class_indices` is an error for other datasets, and a
+    non-default `nb_classes` is ignored there.
     """
     _check_arguments(dataset, root, download, class_indices)
     if dataset != "imagenet" and nb_classes not in (IMAGENET_CLASSES, _SPECS[dataset][1]):
@@ -152,9 +157,8 @@ def build_datasets(
     if dataset == "imagenet":
         from sepconc.data import imagenet
 
-        return imagenet.build_imagenet(
-            root, nb_classes=nb_classes, class_indices=class_indices, seed=seed
-        )
+        return imagenet.build_imagenet(root, nb_classes=nb_classes, class_indices=class_indices,
+                                       seed=seed, compact_head=compact_head)  # fmt: skip
     from sepconc.data import torchvision_sets
 
     if dataset == "mnist":
@@ -170,17 +174,20 @@ def check_data(
     nb_classes: int = IMAGENET_CLASSES,
     class_indices: str | None = None,
     seed: int = 0,
+    compact_head: bool = False,
 ) -> None:
     """Raise now the `UserError` that `build_datasets` would raise for a missing or mis-laid
-    folder or a bad class-indices file, reading no image (`train`'s pre-flight, run before
-    anything is written). Downloads are not checked."""
+    folder or a bad class-indices file (`train`'s pre-flight, run before anything is
+    written). Reads no image data, except ImageNet's image headers (a class folder with
+    no image, an unreadable image: `sepconc.data.image_files` states the rule). Downloads
+    are not checked."""
     _check_arguments(dataset, root, download, class_indices)
     if dataset in ("digits", "synthetic") or download:
         return
     if dataset == "imagenet":
         from sepconc.data import imagenet
 
-        imagenet.select_classes(root, nb_classes, class_indices, seed)
+        imagenet.check_imagenet(root, nb_classes, class_indices, seed, compact_head)
         return
     from sepconc.data import torchvision_sets
 

@@ -48,7 +48,7 @@ from sepconc.data.registry import (
     DataBundle,
     TensorImageDataset,
 )
-from sepconc.errors import UserError
+from sepconc.errors import UserError, clean_reason
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def build_mnist(root: str, *, download: bool = False) -> DataBundle:
 
 
 def _mnist_message(root: str, raw: str, download: bool, exc: BaseException) -> str:
-    what = _first_line(exc)
+    what = clean_reason(exc)
     if download:
         return (
             f"could not download MNIST into {root} ({what}); check the network or place "
@@ -182,7 +182,7 @@ def build_cifar(root: str, *, hundred: bool = False, download: bool = False) -> 
                 cls(root, train=True, download=True)
         except _LOAD_ERRORS as exc:
             raise UserError(
-                f"could not download {name} into {root} ({_first_line(exc)}); check the network "
+                f"could not download {name} into {root} ({clean_reason(exc)}); check the network "
                 f"or place {cls.base_folder}/ there and drop --download"
             ) from None
     check_cifar(root, hundred=hundred)
@@ -232,7 +232,7 @@ def _read_cifar_batches(folder: str, files: list[str]) -> tuple[torch.Tensor, to
             data = data.reshape(-1, 3, 32, 32)
         except (KeyError, ValueError, TypeError) as exc:
             raise UserError(
-                f"CIFAR batch {path} is not in the python-pickle CIFAR format ({_first_line(exc)}); "
+                f"CIFAR batch {path} is not in the python-pickle CIFAR format ({clean_reason(exc)}); "
                 "re-extract the archive or use --download"
             ) from None
         if len(y) != data.shape[0]:
@@ -258,7 +258,7 @@ def _unpickle(path: str) -> dict:
             entry = pickle.load(fh, encoding="latin1")
     except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
         raise UserError(
-            f"cannot read CIFAR file {path} ({_first_line(exc)}); re-extract the archive "
+            f"cannot read CIFAR file {path} ({clean_reason(exc)}); re-extract the archive "
             "or use --download"
         ) from None
     if not isinstance(entry, dict):
@@ -276,8 +276,3 @@ def _download_lock(root: str, download: bool) -> Iterator[None]:
     os.makedirs(root, exist_ok=True)
     with FileLock(os.path.join(root, ".sepconc-download.lock")):
         yield
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

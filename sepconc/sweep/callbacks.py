@@ -21,6 +21,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sepconc.errors import clean_reason, fit_line
 from sepconc.sweep.space import describe
 from sepconc.tracking.store import (
     PARENT,
@@ -123,7 +124,7 @@ class MlflowSweepCallback(Callback):
                 if not self._down_since:
                     self._down_since = time.monotonic()
                     log.warning("tracking store unreachable (%s); buffering %d operation(s)",
-                                str(exc).splitlines()[0][:120], len(self._pending))  # fmt: skip
+                                clean_reason(exc, 120), len(self._pending))  # fmt: skip
                 return False
             self._pending.popleft()
         if self._down_since:
@@ -204,8 +205,8 @@ def _error_line(trial) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in reversed(lines):
         if "TrainingDiverged" in line or "Error" in line:
-            return line[:500]
-    return (lines[-1] if lines else "unknown error")[:500]
+            return fit_line(line, 500)
+    return fit_line(lines[-1], 500) if lines else "unknown error"
 
 
 class ProgressCallback(Callback):

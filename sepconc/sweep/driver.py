@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sepconc.errors import UserError
+from sepconc.errors import UserError, clean_reason
 from sepconc.sweep.spec import SweepSpec, check_name, load_sweep
 from sepconc.tracking.store import (
     TAG_KIND,
@@ -107,7 +107,7 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 if "InvalidAuthToken" in held.read():
                     raise UserError(refused) from None
-                raise UserError(f"cannot join Ray cluster at {address} ({str(exc).splitlines()[0]}); "
+                raise UserError(f"cannot join Ray cluster at {address} ({clean_reason(exc)}); "
                                 f"check the address (ray status), the auth token and that this "
                                 f"Ray is the cluster's version, or drop --address") from None  # fmt: skip
             replay = held.read()

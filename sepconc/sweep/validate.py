@@ -25,7 +25,8 @@ def validate_sweep(spec: SweepSpec, build: bool = True) -> list[Variant]:
     """
     variants, seen, built = [], {}, set()
     for params, config in architecture_variants(spec):
-        shape, classes = dataset_spec(config.data.dataset, config.data.nb_classes)
+        d = config.data
+        shape, classes = dataset_spec(d.dataset, d.nb_classes, d.compact_head)
         key = repr((config.model, shape, classes))
         # The non-linearity has no parameters: one build serves all of its variants.
         layout = repr((replace(config.model, non_linearity="", zero_bias=False), shape, classes))

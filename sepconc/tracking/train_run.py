@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sepconc.config import Config
+from sepconc.errors import fit_line
 from sepconc.tracking.store import (
     TAG_KIND,
     default_tracking_uri,
@@ -49,7 +50,7 @@ class MlflowEpochLogger:
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def fail(self, reason: str) -> None:
-        self.client.set_tag(self.run_id, "sepconc.failure", reason[:500])
+        self.client.set_tag(self.run_id, "sepconc.failure", fit_line(reason, 500))
         self.client.set_terminated(self.run_id, "FAILED")
 
 
