@@ -24,6 +24,8 @@ from sepconc.report.collect import SweepRecord, Trial, ordered_values
 from sepconc.report.layer_figures import layer_stats, run_layer_history
 from sepconc.report.style import OTHER, STATUS, STYLE, save
 
+LABEL_BOX = {"facecolor": "white", "edgecolor": "0.6", "alpha": 0.85, "pad": 2}
+
 
 def _short(trial: Trial, varying: list[str]) -> str:
     config = ", ".join(trial.params.get(k, "?") for k in varying)
@@ -140,19 +142,18 @@ def parallel_coordinates(record: SweepRecord, path: Path, metric: str = "val_acc
             ax.axvline(i, color="black", linewidth=1)
             levels = ordered_values([t.params.get(param, "-") for t in trials])
             for value in levels:
-                ax.text(i + 0.04, _centre(levels, value), value, va="center", fontsize=10,
-                        bbox={"facecolor": "white", "edgecolor": "0.6", "alpha": 0.85})  # fmt: skip
+                ax.text(i - 0.04, _centre(levels, value), value, va="center", ha="right",
+                        fontsize=10, bbox=LABEL_BOX, zorder=4)  # fmt: skip
         for i, epoch in enumerate(epochs, len(record.varying)):
             ax.axvline(i, color="black", linewidth=1)
             low, span = scales[epoch]
             for frac in (0.0, 0.5, 1.0):
-                ax.text(
-                    i - 0.04, frac, f"{low + frac * span:.1f}%", va="center", ha="right", fontsize=9
-                )
+                ax.text(i - 0.04, frac, f"{low + frac * span:.1f}%", va="center", ha="right",
+                        fontsize=9, bbox=LABEL_BOX, zorder=4)  # fmt: skip
         ax.set_xticks(range(len(names)), names)
         ax.set_yticks([])
         ax.set_ylim(-0.2, 1.2)
-        ax.set_xlim(-0.1, len(names) - 0.5)
+        ax.set_xlim(-0.4, len(names) - 0.7)
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
         colorbar = fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=ax, pad=0.02)

@@ -46,6 +46,7 @@ def _panels(fig: Figure) -> dict:
             plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
             ax.yaxis.set_major_formatter(plain)
             ax.yaxis.set_minor_formatter(plain)
+            ax.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(1.5, 2, 3, 5, 7)))
     return dict(zip(STAT_AXES, axes, strict=True))
 
 
