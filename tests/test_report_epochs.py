@@ -166,3 +166,16 @@ def test_report_figures_from_the_record(runs):
                                               "layer_stats.png", "parallel_coordinates.png",
                                               "summary.txt"]  # fmt: skip
     assert all(p.stat().st_size > 10_000 for p in report.files[:-1])
+
+
+def test_layer_statistics_read_at_one_epoch_every_chosen_trial_logged():
+    from sepconc.report.collect import Trial
+    from sepconc.report.layer_figures import stats_epoch
+
+    def trial(stat_epochs):
+        history = {"block1/within_rel": [(e, 0.5) for e in stat_epochs]}
+        return Trial("r", "t", "completed", {}, {"block1/within_rel": 0.5}, history=history)
+
+    # statistics every 2 epochs in one trial, every epoch in the other; chosen at epoch 3
+    assert stats_epoch([trial([2, 4]), trial([1, 2, 3, 4])], 3) == 2
+    assert stats_epoch([trial([2, 4]), trial([1, 3])], 4) is None
