@@ -179,3 +179,12 @@ def test_layer_statistics_read_at_one_epoch_every_chosen_trial_logged():
     # statistics every 2 epochs in one trial, every epoch in the other; chosen at epoch 3
     assert stats_epoch([trial([2, 4]), trial([1, 2, 3, 4])], 3) == 2
     assert stats_epoch([trial([2, 4]), trial([1, 3])], 4) is None
+
+
+def test_sampled_values_read_short_and_get_no_per_value_mean():
+    from sepconc.report.collect import is_continuous, short_value
+
+    lrs = ["0.09798313502098382", "0.0103570072421", "0.0194667575661", "0.017078959", "0.05"]
+    assert [short_value(v) for v in lrs[:2]] == ["0.098", "0.0104"]
+    assert short_value("relu") == "relu" and short_value("[16, 32]") == "[16, 32]"
+    assert is_continuous(lrs) and not is_continuous(lrs[:4]) and not is_continuous(["a"] * 5)

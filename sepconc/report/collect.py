@@ -196,6 +196,21 @@ def ordered_values(values: list[str]) -> list[str]:
     return sorted(distinct)
 
 
+def short_value(text: str) -> str:
+    """A parameter value for a label: numbers to 3 significant digits, other text as is."""
+    value = _parse(text)
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return text
+
+
+def is_continuous(values: list[str], at_least: int = 5) -> bool:
+    """True when `values` are numbers with at least `at_least` distinct ones (a sampled lr)."""
+    distinct = set(values)
+    parsed = [_parse(v) for v in distinct]
+    return len(distinct) >= at_least and all(isinstance(p, (int, float)) for p in parsed)
+
+
 def _parse(text: str) -> Any:
     try:
         value = yaml.safe_load(text)

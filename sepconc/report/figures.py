@@ -20,7 +20,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from sepconc.report.collect import SweepRecord, Trial, ordered_values
+from sepconc.report.collect import SweepRecord, Trial, ordered_values, short_value
 from sepconc.report.layer_figures import layer_stats, run_layer_history
 from sepconc.report.style import OTHER, STATUS, STYLE, save
 
@@ -28,7 +28,7 @@ LABEL_BOX = {"facecolor": "white", "edgecolor": "0.6", "alpha": 0.85, "pad": 2}
 
 
 def _short(trial: Trial, varying: list[str]) -> str:
-    config = ", ".join(trial.params.get(k, "?") for k in varying)
+    config = ", ".join(short_value(trial.params.get(k, "?")) for k in varying)
     return f"{trial.name}: {config}" if config else trial.name
 
 
@@ -73,7 +73,9 @@ def _strip(ax, trials: list[Trial], param: str, metric: str, epoch: int | None) 
                        color=style["color"], edgecolor="black", linewidth=0.5, zorder=3)  # fmt: skip
         mean = sum(t.at(metric, epoch) for t in group) / len(group)
         ax.hlines(mean, i - 0.3, i + 0.3, color="black", linewidth=2, zorder=2)
-    ax.set_xticks(range(len(values)), values)
+    labels = [short_value(v) for v in values]
+    crowded = len(values) > 4 or max(map(len, labels), default=0) * len(values) > 24
+    ax.set_xticks(range(len(values)), labels, rotation=45 if crowded else 0)
     ax.set_xlim(-0.6, len(values) - 0.4)
     ax.set_xlabel(param)
 
@@ -142,7 +144,7 @@ def parallel_coordinates(record: SweepRecord, path: Path, metric: str = "val_acc
             ax.axvline(i, color="black", linewidth=1)
             levels = ordered_values([t.params.get(param, "-") for t in trials])
             for value in levels:
-                ax.text(i - 0.04, _centre(levels, value), value, va="center", ha="right",
+                ax.text(i - 0.04, _centre(levels, value), short_value(value), va="center", ha="right",
                         fontsize=10, bbox=LABEL_BOX, zorder=4)  # fmt: skip
         for i, epoch in enumerate(epochs, len(record.varying)):
             ax.axvline(i, color="black", linewidth=1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sepconc.report.collect import SweepRecord, Trial, layers_of, ordered_values
+from sepconc.report.collect import SweepRecord, Trial, is_continuous, layers_of, ordered_values
 
 
 @dataclass
@@ -107,6 +107,12 @@ def _effect_lines(record: SweepRecord, metric: str) -> list[str]:
                  f"only the {n} trials that reached it: the ones kept at earlier epochs")  # fmt: skip
         lines.append(f"  at epoch {epoch} ({which}):")
         for effect in effect_sizes(record, metric, epoch):
+            if is_continuous([v for v, _, _ in effect.rows], at_least=3) and all(
+                n == 1 for *_, n in effect.rows
+            ):
+                lines.append(f"    {effect.param}: {len(effect.rows)} values, one trial each: "
+                             f"no mean per value (see metric_vs_params.png)")  # fmt: skip
+                continue
             if len(effect.rows) < 2:
                 lines.append(f"    {effect.param}: only {effect.rows[0][0]} reached epoch {epoch}")
                 continue
