@@ -43,7 +43,7 @@ def _reference(x, y, ridge=0.0, rtol=RTOL, max_dim=None):
     coords = v[:, :r].T @ diffs.T  # (r, C)
     per_class = (coords**2 / (lam[:r, None] + eps)).sum(axis=0)
     dist = ((x[:, None, :] - mus[None, :, :]) ** 2).sum(axis=2)
-    ncm = (classes[dist.argmin(axis=1)] == y).mean()
+    ncm = 100.0 * (classes[dist.argmin(axis=1)] == y).mean()  # percent, like val_acc1
     out = {
         "within": np.trace(sw),
         "between": np.trace(sb),
@@ -73,7 +73,7 @@ def test_nonsingular_matches_textbook_formulas():
     assert stats["within_rel"] + stats["between_rel"] == pytest.approx(1.0, abs=1e-12)
     assert stats["within_rel"] == pytest.approx(ref["within"] / (ref["within"] + ref["between"]))
     assert stats["fisher_dim"] == 40 and stats["between_kept"] == pytest.approx(1.0)
-    assert 0.0 <= stats["ncm_acc"] <= 1.0
+    assert 0.0 <= stats["ncm_acc"] <= 100.0 and stats["ncm_acc"] > 1.0  # percent
 
 
 def test_default_ridge_follows_documented_rule():
@@ -147,7 +147,7 @@ def test_separated_classes_are_found_and_absent_classes_skipped():
     x, y = _labelled_data(300, 10, 3, seed=7, shift=20.0)
     y = np.array([0, 4, 7])[y]  # classes 0, 4, 7 of 10
     stats = class_statistics(torch.from_numpy(x).float().reshape(300, 2, 5), torch.tensor(y), 10)
-    assert stats["ncm_acc"] == 1.0
+    assert stats["ncm_acc"] == 100.0
     assert stats["between_rel"] > 0.9 and stats["fisher"] > 100.0
     assert sorted(k for k in stats if k.startswith("fisher_class/")) == [
         "fisher_class/0",
@@ -162,7 +162,7 @@ def test_degenerate_and_invalid_inputs():
     x = torch.tensor([[0.0, 1.0], [0.0, 1.0], [2.0, 0.0], [2.0, 0.0]])
     stats = class_statistics(x, y, 2)
     assert stats["within"] == 0.0 and stats["fisher"] == 0.0 and stats["between_rel"] == 1.0
-    assert stats["ncm_acc"] == 1.0 and stats["between_kept"] == 0.0
+    assert stats["ncm_acc"] == 100.0 and stats["between_kept"] == 0.0
     bad = x.clone()
     bad[1, 0] = float("nan")
     assert all(math.isnan(v) for v in class_statistics(bad, y, 2).values())
@@ -196,5 +196,5 @@ def test_large_d_is_fast():
         elapsed = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
-    assert stats["ncm_acc"] == 1.0 and stats["fisher_dim"] == 990
+    assert stats["ncm_acc"] == 100.0 and stats["fisher_dim"] == 990
     assert elapsed < 10.0

@@ -61,15 +61,16 @@ def sweep(tmp_path_factory) -> dict:
     exp = experiment_id(client, NAME, runs)
     parent = client.create_run(exp, run_name=NAME, tags={TAG_KIND: "sweep", TAG_SWEEP: NAME})
     parent_id = parent.info.run_id
-    best, run_ids = {}, {}
+    best, run_ids, acc = {}, {}, {}
     for trial_id, params, stop_at in TRIALS:
         tags = {PARENT: parent_id, TAG_KIND: "trial", TAG_SWEEP: NAME, TAG_TRIAL: trial_id,
                 TAG_STATUS: "running"}  # fmt: skip
         run_id = client.create_run(exp, run_name=trial_id, tags=tags).info.run_id
         log_params(client, run_id, {**BASE, **params})
 
-        def hook(report, run_id=run_id, stop_at=stop_at):
+        def hook(report, run_id=run_id, stop_at=stop_at, trial_id=trial_id):
             log_report(client, run_id, report.metrics, step=report.epoch)
+            acc.setdefault(trial_id, {})[report.epoch] = report.metrics["val_acc1"]
             return stop_at is not None and report.epoch >= stop_at
 
         flat = {**BASE, **params, "out": str(runs / "trials" / NAME / trial_id)}
@@ -88,7 +89,7 @@ def sweep(tmp_path_factory) -> dict:
             "storage": str(runs.resolve()), "overrides": [], "address": None}  # fmt: skip
     (meta_dir / "sweep.json").write_text(json.dumps(meta, indent=1))
     return {"runs": runs, "uri": uri, "parent": parent_id, "run_ids": run_ids,
-            "best": max(best, key=best.get)}  # fmt: skip
+            "best": max(best, key=best.get), "acc": acc}  # fmt: skip
 
 
 def launch(*args: str) -> subprocess.CompletedProcess:
@@ -118,6 +119,14 @@ def test_sweep_report(sweep):
     assert "2 completed, 2 early-stopped, 0 failed" in summary
     assert "non_linearity: spread" in summary and "frame_width: spread" in summary
     assert summary.strip() in done.stdout  # printed too
+    # Stopped (epoch 1) and completed (epoch 2) trials are compared at epoch 1 only, then
+    # the completed ones at epoch 2; never one's epoch 1 averaged with another's epoch 2.
+    at1 = summary[summary.index("  at epoch 1 ") : summary.index("  at epoch 2 ")]
+    assert "at epoch 1 (the last epoch all 4 trials reached)" in at1
+    assert "at epoch 2 (only the 2 trials that reached it" in summary
+    for nonlin, ids in (("relu", ("t_00000", "t_00002")), ("softshrink", ("t_00001", "t_00003"))):
+        mean = sum(sweep["acc"][t][1] for t in ids) / 2
+        assert f"{nonlin}: {mean:.2f}% (n=2)" in at1, (nonlin, mean, at1)
 
     from mlflow.tracking import MlflowClient
 
@@ -136,6 +145,12 @@ def test_run_report(sweep, tmp_path):
     summary = (tmp_path / "summary.txt").read_text()
     assert f"{EPOCHS} epochs" in summary
     assert all(f"  {layer}: within_rel" in summary for layer in ("input", "block1", "block2"))
+
+    from mlflow.tracking import MlflowClient
+
+    ncm = MlflowClient(sweep["uri"]).get_run(run_id).data.metrics["block2/ncm_acc"]
+    assert 1.0 < ncm <= 100.0  # percent, like val_acc1 (10 classes: a fraction would be <= 1)
+    assert f"ncm_acc {ncm:.2f}%" in summary
 
 
 @pytest.mark.parametrize("args", [("report", "no_such_sweep"), ("report", "x", "--run", "abc")])

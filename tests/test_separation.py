@@ -109,7 +109,7 @@ def test_soft_thresholding_concentrates_each_class(probe):
     assert after["within_rel"] < 0.15
     assert after["within_rel"] < 0.3 * before["within_rel"]
     # The means stay apart: the nearest-class-mean read-out is not hurt.
-    assert after["ncm_acc"] >= before["ncm_acc"] - 0.01
+    assert after["ncm_acc"] >= before["ncm_acc"] - 1.0  # percent
 
 
 def test_relu_separates_class_means(probe):

@@ -7,7 +7,7 @@ import argparse
 
 def register(sub) -> None:
     for name, helptext in (("status", "trial table: state, epoch/rung, last and best metric"),
-                           ("compare", "side-by-side table of trials (params that vary)")):  # fmt: skip
+                           ("compare", "side-by-side table of trials (params that vary), metric at a common epoch")):  # fmt: skip
         p = sub.add_parser(name, help=helptext)
         p.add_argument("name", help="sweep name")
         p.add_argument("--runs-dir", default="runs")
@@ -30,7 +30,14 @@ def run_table(args: argparse.Namespace) -> int:
         keep = ("trial", "status", "epoch", "rung")
         rows = [{k: v for k, v in r.items() if k in keep or k.startswith(("final_", "best_"))}
                 | {"run_id": r["run_id"]} for r in rows]  # fmt: skip
-    print(format_table(rows, as_csv=getattr(args, "csv", False)))
+    as_csv = getattr(args, "csv", False)
+    print(format_table(rows, as_csv=as_csv))
+    common = next((k for k in rows[0] if "_at_epoch" in k), None) if rows else None
+    if args.command == "compare" and not as_csv and common:
+        metric, epoch = common.rsplit("_at_epoch", 1)
+        print(f"\n{common}: {metric} at epoch {epoch}, the last epoch every trial reached; "
+              f"compare trials by it (final_{metric} is at each trial's own last epoch, "
+              f"and ASHA stops trials at different epochs)")  # fmt: skip
     return 0
 
 

@@ -16,7 +16,8 @@ Returned (plain floats):
 - ``fisher = tr(Sigma_W^{-1} Sigma_B) = sum_c p_c fisher_class/c``;
 - ``fisher_class/{c} = ||Sigma_W^{-1/2} (mu_c - mu)||^2`` for every present class ``c``;
 - ``ncm_acc``: nearest-class-mean accuracy on the same samples (the means include the sample
-  itself), a fraction in [0, 1]; ties go to the smallest class index;
+  itself), in percent (0 to 100, the unit of ``val_acc1``); ties go to the smallest class
+  index;
 - ``fisher_dim``: the dimension ``r`` of the subspace the Fisher terms are computed in;
 - ``between_kept``: the fraction of ``tr(Sigma_B)`` lying in that subspace (1 when
   ``Sigma_W`` is non-singular). A small value means the class means differ mostly along
@@ -225,7 +226,7 @@ def _assemble(rr, rm, mm, lam, coords, idx, counts, present, ridge, max_dim, rto
     dist = (
         rr[:, None] + 2.0 * (rm_own - rm) + diag_mm[idx][:, None] - 2.0 * mm_own + diag_mm[None, :]
     )
-    ncm_acc = float((dist.argmin(dim=1) == idx).to(torch.float64).mean())
+    ncm_acc = 100.0 * float((dist.argmin(dim=1) == idx).to(torch.float64).mean())
 
     out = {
         "within": within,

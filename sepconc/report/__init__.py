@@ -3,7 +3,8 @@
 `sweep_report(name)` writes, under `runs/sweeps/NAME/report/` unless told otherwise:
 `metric_vs_params.png`, `learning_curves.png`, `layer_stats.png`,
 `parallel_coordinates.png` and `summary.txt`, and logs them as artifacts (`report/`) of the
-sweep's MLflow parent run. `run_report(run_id, uri)` writes `learning_curves.png`,
+sweep's MLflow parent run. Trials are compared at epochs they all reached, never at their
+own last epochs (`sepconc.report.epochs`). `run_report(run_id, uri)` writes `learning_curves.png`,
 `layer_stats.png` and `summary.txt` for one run and logs them to that run.
 """
 
@@ -13,7 +14,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from sepconc.report import figures
 from sepconc.report.collect import collect_run, collect_sweep
 from sepconc.report.summary import format_run_summary, format_summary
 from sepconc.tracking.store import tracking_client
@@ -36,6 +36,8 @@ class Report:
 def sweep_report(name: str, runs_dir: str | Path = "runs", out: str | Path | None = None,
                  metric: str = "val_acc1", log_artifacts: bool = True) -> Report:  # fmt: skip
     """Figures and summary of sweep `name`; logged to its parent run when `log_artifacts`."""
+    from sepconc.report import figures  # matplotlib only when drawing
+
     record = collect_sweep(name, str(runs_dir), metric)
     folder = Path(out) if out else Path(runs_dir) / "sweeps" / name / "report"
     folder.mkdir(parents=True, exist_ok=True)
@@ -54,6 +56,8 @@ def sweep_report(name: str, runs_dir: str | Path = "runs", out: str | Path | Non
 def run_report(run_id: str, tracking_uri: str, out: str | Path | None = None,
                runs_dir: str | Path = "runs", log_artifacts: bool = True) -> Report:  # fmt: skip
     """Learning curves, per-layer statistics over epochs and a summary of one MLflow run."""
+    from sepconc.report import figures
+
     trial = collect_run(run_id, tracking_uri)
     folder = Path(out) if out else Path(runs_dir) / "reports" / run_id
     folder.mkdir(parents=True, exist_ok=True)

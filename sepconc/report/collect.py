@@ -7,7 +7,9 @@ names the trainer logs: `input/<stat>` and `block{i}/<stat>` (`sepconc.probes`).
 
 Only the histories a figure needs are fetched (`MlflowClient.get_metric_history`, one call
 per run and key): the metric's per-epoch values for every trial; the per-layer statistics
-over epochs for a single run. The last epoch's values come with the run itself.
+over epochs for a single run, and for the trials `best_per_group` picks in a sweep. The
+last epoch's values come with the run itself. Trials are compared at common epochs
+(`sepconc.report.epochs`), never at their own last epochs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import yaml
 
 from sepconc.errors import UserError
+from sepconc.report.epochs import common_epoch, comparison_epochs, value_at
 from sepconc.sweep.results import HIDDEN_PARAMS  # internal per-trial settings, not swept
 from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL, tracking_client
 
@@ -45,7 +48,12 @@ class Trial:
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     def value(self, key: str) -> float:
+        """The value of `key` at the run's last logged epoch (NaN if never logged)."""
         return self.last.get(key, math.nan)
+
+    def at(self, key: str, epoch: int | None) -> float:
+        """The value of `key` at `epoch`, from its fetched history (NaN if not logged)."""
+        return value_at(self.history.get(key, []), epoch)
 
     @property
     def epochs(self) -> int:
@@ -73,6 +81,18 @@ class SweepRecord:
     @property
     def failed(self) -> list[Trial]:
         return [t for t in self.trials if t.status == "failed"]
+
+    def compared(self, metric: str) -> list[Trial]:
+        """Non-failed trials that logged `metric` at least once (the ones compared)."""
+        return [t for t in self.finished if t.history.get(metric)]
+
+    def common_epoch(self, metric: str) -> int | None:
+        """The largest epoch every compared trial logged `metric` at (None: no such epoch)."""
+        return common_epoch([t.history[metric] for t in self.compared(metric)])
+
+    def comparison_epochs(self, metric: str, max_epochs: int = 3) -> list[int]:
+        """The common epoch, then later stop epochs reached by >= 2 trials (ascending)."""
+        return comparison_epochs([t.history[metric] for t in self.compared(metric)], max_epochs)
 
 
 def layers_of(metrics: dict[str, float] | list[str]) -> list[str]:
@@ -102,7 +122,41 @@ def collect_sweep(name: str, runs_dir: str = "runs", metric: str = "val_acc1") -
     for trial in trials:
         if trial.status != "failed":
             trial.history[metric] = _history(client, trial.run_id, metric)
-    return SweepRecord(name, meta, trials, varying_params(trials))
+    record = SweepRecord(name, meta, trials, varying_params(trials))
+    _, groups = best_per_group(record, metric=metric)
+    for trial in groups.values():  # the per-layer figure reads these at a common epoch
+        for key in layer_keys(trial.last):
+            trial.history[key] = _history(client, trial.run_id, key)
+    return record
+
+
+def best_per_group(record: SweepRecord, key: str = "non_linearity",
+                   metric: str = "val_acc1") -> tuple[int | None, dict[str, Trial]]:  # fmt: skip
+    """`(epoch, {value of key: best trial})` over trials with per-layer statistics.
+
+    The epoch is the largest one that every group has a trial at; each group's best trial
+    is the one with the highest `metric` at that epoch (ties: the first by name). Groups
+    come in `ordered_values` order. `(None, {})` when no trial has statistics.
+    """
+    trials = sorted((t for t in record.compared(metric) if layers_of(t.last)),
+                    key=lambda t: t.name)  # fmt: skip
+    groups: dict[str, list[Trial]] = {}
+    for trial in trials:
+        groups.setdefault(trial.params.get(key, "-"), []).append(trial)
+    epochs = sorted({s for t in trials for s, _ in t.history[metric]}, reverse=True)
+    for epoch in epochs:
+        at = {g: [t for t in ts if not math.isnan(t.at(metric, epoch))] for g, ts in groups.items()}
+        if all(at.values()):
+            best = {g: max(ts, key=lambda t: t.at(metric, epoch)) for g, ts in at.items()}
+            return epoch, {g: best[g] for g in ordered_values(list(best))}
+    return None, {}
+
+
+def layer_keys(metrics: dict[str, float] | list[str]) -> list[str]:
+    """Keys of the per-layer statistics the report draws (and NCM accuracy), layer by layer."""
+    stats = (*LAYER_STATS, "ncm_acc")
+    return [f"{layer}/{stat}" for layer in layers_of(metrics) for stat in stats
+            if f"{layer}/{stat}" in metrics]  # fmt: skip
 
 
 def collect_run(run_id: str, tracking_uri: str) -> Trial:
@@ -116,10 +170,7 @@ def collect_run(run_id: str, tracking_uri: str) -> Trial:
         raise UserError(f"no MLflow run {run_id!r} in {tracking_uri}; check the id "
                         f"(mlflow ui) or --tracking-uri") from None  # fmt: skip
     trial = _trial(run)
-    keys = ["val_acc1", "train_acc1"]
-    stats = (*LAYER_STATS, "ncm_acc")
-    keys += [f"{layer}/{stat}" for layer in layers_of(run.data.metrics) for stat in stats]
-    for key in keys:
+    for key in ["val_acc1", "train_acc1", *layer_keys(run.data.metrics)]:
         if key in run.data.metrics:
             trial.history[key] = _history(client, run_id, key)
     return trial
@@ -141,6 +192,21 @@ def ordered_values(values: list[str]) -> list[str]:
     if all(isinstance(p, list) for p in parsed.values()):
         return sorted(distinct, key=lambda v: (len(parsed[v]), parsed[v]))
     return sorted(distinct)
+
+
+def short_value(text: str) -> str:
+    """A parameter value for a label: numbers to 3 significant digits, other text as is."""
+    value = _parse(text)
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return text
+
+
+def is_continuous(values: list[str], at_least: int = 5) -> bool:
+    """True when `values` are numbers with at least `at_least` distinct ones (a sampled lr)."""
+    distinct = set(values)
+    parsed = [_parse(v) for v in distinct]
+    return len(distinct) >= at_least and all(isinstance(p, (int, float)) for p in parsed)
 
 
 def _parse(text: str) -> Any:

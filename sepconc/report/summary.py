@@ -1,10 +1,12 @@
 """The text summary of a sweep: best trial, its configuration and metrics, effect sizes.
 
 Best trial: the highest best-so-far `metric` (`best_<metric>`), the ranking `launch.py best`
-uses, among trials that did not fail. Effect size of a swept parameter: the mean final
-`metric` of the trials at each of its values, and the spread (largest minus smallest mean),
-in the metric's unit. Early-stopped trials count with the value they were stopped at, so
-a value that ASHA stopped often looks worse; the count per value says how many stopped.
+uses, among trials that did not fail. Effect size of a swept parameter: the mean `metric`
+of the trials at each of its values, and the spread (largest minus smallest mean), in the
+metric's unit, read at one epoch all those trials reached (`sepconc.report.epochs`): first
+the common epoch of every trial, then each later epoch where ASHA stopped trials, over the
+trials that reached it. A trial's value at one epoch is never averaged with another
+trial's value at another epoch.
 """
 
 from __future__ import annotations
@@ -12,20 +14,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sepconc.report.collect import SweepRecord, Trial, layers_of, ordered_values
+from sepconc.report.collect import SweepRecord, Trial, is_continuous, layers_of, ordered_values
 
 
 @dataclass
 class Effect:
-    """Mean final metric per value of one parameter (`(value, mean, n, n_stopped)` in order)."""
+    """Mean `metric` per value of one parameter at `epoch` (`(value, mean, n)` in order)."""
 
     param: str
-    rows: list[tuple[str, float, int, int]]
+    epoch: int
+    rows: list[tuple[str, float, int]]
 
     @property
     def spread(self) -> float:
-        means = [m for _, m, _, _ in self.rows if not math.isnan(m)]
-        return max(means) - min(means) if means else math.nan
+        """Largest minus smallest mean (NaN with fewer than two values)."""
+        means = [m for _, m, _ in self.rows if not math.isnan(m)]
+        return max(means) - min(means) if len(means) > 1 else math.nan
 
 
 def best_trial(record: SweepRecord, metric: str = "val_acc1") -> Trial | None:
@@ -36,19 +40,28 @@ def best_trial(record: SweepRecord, metric: str = "val_acc1") -> Trial | None:
     return max(scored, key=lambda st: st[0])[1] if scored else None
 
 
-def effect_sizes(record: SweepRecord, metric: str = "val_acc1") -> list[Effect]:
-    """One `Effect` per varying parameter, over the non-failed trials."""
+def trials_at(record: SweepRecord, metric: str, epoch: int) -> list[Trial]:
+    """Non-failed trials that logged `metric` at `epoch`."""
+    return [t for t in record.compared(metric) if not math.isnan(t.at(metric, epoch))]
+
+
+def effect_sizes(record: SweepRecord, metric: str = "val_acc1",
+                 epoch: int | None = None) -> list[Effect]:  # fmt: skip
+    """One `Effect` per varying parameter at `epoch` (default: the common epoch).
+
+    Only trials that logged `metric` at `epoch` count; [] when there is no such epoch.
+    """
+    epoch = record.common_epoch(metric) if epoch is None else epoch
+    if epoch is None:
+        return []
+    trials = trials_at(record, metric, epoch)
     effects = []
     for param in record.varying:
-        trials = [t for t in record.finished if param in t.params]
         rows = []
-        for value in ordered_values([t.params[param] for t in trials]):
-            group = [t for t in trials if t.params[param] == value]
-            finals = [t.value(metric) for t in group if not math.isnan(t.value(metric))]
-            mean = sum(finals) / len(finals) if finals else math.nan
-            stopped = sum(t.status == "early_stopped" for t in group)
-            rows.append((value, mean, len(group), stopped))
-        effects.append(Effect(param, rows))
+        for value in ordered_values([t.params.get(param, "-") for t in trials]):
+            group = [t.at(metric, epoch) for t in trials if t.params.get(param, "-") == value]
+            rows.append((value, sum(group) / len(group), len(group)))
+        effects.append(Effect(param, epoch, rows))
     return effects
 
 
@@ -66,33 +79,57 @@ def format_summary(record: SweepRecord, metric: str = "val_acc1") -> str:
         "",
         f"best trial: {best.name} (MLflow run {best.run_id}, {best.status}, {best.epochs} epochs)",
         f"  config: {config}",
-        f"  {metric}: final {_pct(best.value(metric))}, "
+        f"  {metric}: final {_pct(best.value(metric))} (epoch {best.epochs}), "
         f"best {_pct(best.last.get(f'best_{metric}', math.nan))}",
     ]
     layers = layers_of(best.last)
     if layers:
         last = layers[-1]
-        lines.append(f"  {last}: fisher {best.value(f'{last}/fisher'):.4g}, within_rel "
-                     f"{best.value(f'{last}/within_rel'):.3f}, between_rel "
+        lines.append(f"  {last} at epoch {best.epochs}: fisher {best.value(f'{last}/fisher'):.4g}, "
+                     f"within_rel {best.value(f'{last}/within_rel'):.3f}, between_rel "
                      f"{best.value(f'{last}/between_rel'):.3f}, ncm_acc "
-                     f"{best.value(f'{last}/ncm_acc'):.3f}")  # fmt: skip
-    lines += ["", f"effect sizes: mean final {metric} (%) per value, spread = max - min of means"]
-    for effect in effect_sizes(record, metric):
-        lines.append(f"  {effect.param}: spread {effect.spread:.2f} points")
-        for value, mean, n, n_stopped in effect.rows:
-            note = f", {n_stopped} early-stopped" if n_stopped else ""
-            lines.append(f"    {value:>12}: {_pct(mean)} (n={n}{note})")
+                     f"{_pct(best.value(f'{last}/ncm_acc'))}")  # fmt: skip
+    lines += ["", *_effect_lines(record, metric)]
     return "\n".join(lines)
+
+
+def _effect_lines(record: SweepRecord, metric: str) -> list[str]:
+    epochs = record.comparison_epochs(metric)
+    if not epochs:
+        return [f"effect sizes: no epoch that every trial logged {metric} at"]
+    lines = [
+        f"effect sizes: mean {metric} (%) per value, spread = max - min of means;",
+        "every trial read at the same epoch (ASHA stops trials at different epochs)",
+    ]
+    for k, epoch in enumerate(epochs):
+        n = len(trials_at(record, metric, epoch))
+        which = (f"the last epoch all {n} trials reached" if k == 0 else
+                 f"only the {n} trials that reached it: the ones kept at earlier epochs")  # fmt: skip
+        lines.append(f"  at epoch {epoch} ({which}):")
+        for effect in effect_sizes(record, metric, epoch):
+            if is_continuous([v for v, _, _ in effect.rows], at_least=3) and all(
+                n == 1 for *_, n in effect.rows
+            ):
+                lines.append(f"    {effect.param}: {len(effect.rows)} values, one trial each: "
+                             f"no mean per value (see metric_vs_params.png)")  # fmt: skip
+                continue
+            if len(effect.rows) < 2:
+                lines.append(f"    {effect.param}: only {effect.rows[0][0]} reached epoch {epoch}")
+                continue
+            lines.append(f"    {effect.param}: spread {effect.spread:.2f} points")
+            for value, mean, count in effect.rows:
+                lines.append(f"      {value:>12}: {_pct(mean)} (n={count})")
+    return lines
 
 
 def format_run_summary(trial: Trial, metric: str = "val_acc1") -> str:
     """A few lines on one run: final metric and the per-layer statistics of its last epoch."""
     lines = [f"run {trial.run_id} ({trial.name}, {trial.status}): {trial.epochs} epochs, "
-             f"final {metric} {_pct(trial.value(metric))}"]  # fmt: skip
+             f"final {metric} {_pct(trial.value(metric))}; per layer at epoch {trial.epochs}:"]  # fmt: skip
     for layer in layers_of(trial.last):
         stats = ", ".join(f"{s} {trial.value(f'{layer}/{s}'):.4g}"
-                          for s in ("within_rel", "between_rel", "fisher", "ncm_acc"))  # fmt: skip
-        lines.append(f"  {layer}: {stats}")
+                          for s in ("within_rel", "between_rel", "fisher"))  # fmt: skip
+        lines.append(f"  {layer}: {stats}, ncm_acc {_pct(trial.value(f'{layer}/ncm_acc'))}")
     return "\n".join(lines)
 
 

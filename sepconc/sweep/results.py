@@ -52,12 +52,18 @@ def sweep_objective(name: str, runs_dir: str | Path = "runs") -> tuple[str, str]
 
 def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = None,
                 mode: str | None = None) -> list[dict]:  # fmt: skip
-    """One row per trial: id, status, epoch, rung, the params that vary, final/best metric.
+    """One row per trial: id, status, epoch, rung, the params that vary, then the metric.
 
-    `metric`/`mode` default to the sweep's own; rows are sorted best first. The best value
-    is the trainer's `best_<metric>` where it logs one (val_acc1), else the best of the
-    metric's history.
+    Metric columns: `<metric>_at_epoch<E>`, the metric at the common epoch E (the last
+    epoch every non-failed trial with a value reached: the column to compare trials by,
+    since ASHA stops them at different epochs), `final_<metric>` at the trial's own last
+    epoch (`epoch`), `best_<metric>` (the trainer's `best_<metric>` where it logs one,
+    val_acc1, else the best of the history), and the last block's Fisher ratio, within-class
+    share and NCM accuracy (%) at the trial's last epoch. `metric`/`mode` default to the
+    sweep's own; rows are sorted best first (by `best_<metric>`, as `best` ranks).
     """
+    from sepconc.report.epochs import common_epoch, value_at
+
     if metric is None or mode is None:
         metric, mode = sweep_objective(name, runs_dir)
     meta, runs = trial_runs(name, runs_dir)
@@ -65,20 +71,24 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
     params = [r.data.params for r in runs]
     varying = sorted(k for k in set().union(*params) if k not in HIDDEN_PARAMS
                      and len({p.get(k) for p in params}) > 1) if params else []  # fmt: skip
+    client = tracking_client(meta["tracking_uri"])
+    histories = {r.info.run_id: _history(client, r.info.run_id, metric) for r in runs}
+    status = {r.info.run_id: r.data.tags.get(TAG_STATUS, r.info.status.lower()) for r in runs}
+    common = common_epoch([h for run_id, h in histories.items() if status[run_id] != "failed"])
     rows = []
     for run in runs:
-        m = run.data.metrics
+        m, history = run.data.metrics, histories[run.info.run_id]
         row: dict[str, Any] = {"trial": run.data.tags.get(TAG_TRIAL, run.info.run_id[:8]),
-                               "status": run.data.tags.get(TAG_STATUS, run.info.status.lower()),
-                               "epoch": int(m.get("epoch", 0)),
+                               "status": status[run.info.run_id], "epoch": int(m.get("epoch", 0)),
                                "rung": run.data.tags.get(TAG_RUNG, "")}  # fmt: skip
         row.update({k: run.data.params.get(k, "") for k in varying})
+        if common is not None:
+            row[f"{metric}_at_epoch{common}"] = value_at(history, common)
         row[f"final_{metric}"] = m.get(metric, math.nan)
-        row[f"best_{metric}"] = m.get(f"best_{metric}", math.nan)
-        if f"best_{metric}" not in m and metric in m:
-            row[f"best_{metric}"] = _best_of_history(meta, run.info.run_id, metric, mode)
+        best = (max if mode == "max" else min)((v for _, v in history), default=math.nan)
+        row[f"best_{metric}"] = m.get(f"best_{metric}", best)
         block = _last_block(m)
-        if block:  # separation/concentration of the last block, next to accuracy
+        if block:  # separation/concentration of the last block at the last epoch
             row[f"{block}_fisher"] = m.get(f"{block}/fisher", math.nan)
             row[f"{block}_within_rel"] = m.get(f"{block}/within_rel", math.nan)
             row[f"{block}_ncm_acc"] = m.get(f"{block}/ncm_acc", math.nan)
@@ -88,11 +98,8 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
     return rows
 
 
-def _best_of_history(meta: dict, run_id: str, metric: str, mode: str) -> float:
-
-    history = tracking_client(meta["tracking_uri"]).get_metric_history(run_id, metric)
-    values = [h.value for h in history]
-    return (max if mode == "max" else min)(values) if values else math.nan
+def _history(client, run_id: str, metric: str) -> list[tuple[int, float]]:
+    return sorted((h.step, h.value) for h in client.get_metric_history(run_id, metric))
 
 
 def _num(value) -> float:
