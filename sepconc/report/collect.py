@@ -22,6 +22,7 @@ import yaml
 from sepconc.errors import UserError
 from sepconc.sweep.results import HIDDEN_PARAMS  # internal per-trial settings, not swept
 from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL
+from sepconc.yamlio import load_yaml
 
 #: Per-layer class statistics drawn by the report (`sepconc.metrics.class_stats`).
 LAYER_STATS = ("within_rel", "between_rel", "fisher")
@@ -147,7 +148,7 @@ def ordered_values(values: list[str]) -> list[str]:
 
 def _parse(text: str) -> Any:
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         return text
     if isinstance(value, bool) or value is None:
