@@ -287,9 +287,8 @@ class Config:
             out.append(f"dropout_p_mlp must be in [0, 1), got {m.dropout_p_mlp}")
         if r.num_workers > 0 and o.batch_size % r.num_workers:
             out.append(
-                f"batch_size {o.batch_size} is not divisible by num_workers {r.num_workers} "
-                f"(in a sweep: resources.workers_per_trial); choose a multiple of "
-                f"{r.num_workers} so every process gets the same share"
+                f"batch_size {o.batch_size} is not divisible by num_workers {r.num_workers}; "
+                f"choose a multiple of {r.num_workers} so every process gets the same share"
             )
         for name in PER_BLOCK:
             values = getattr(m, name)

@@ -76,8 +76,8 @@ def refused(raw: dict) -> str:
         ({"scheduler": {"type": "asha", "max_t": 10}},
          "scheduler.max_t 10 exceeds base.epochs 4; trials never reach it, lower max_t"),
         ({"resources": {"workers_per_trial": 3}},
-         "base: batch_size 100 is not divisible by num_workers 3 (in a sweep: "
-         "resources.workers_per_trial); choose a multiple of 3"),
+         "base: batch_size 100 is not divisible by resources.workers_per_trial 3; choose a "
+         "multiple of 3"),
         ({"resources": {"workers_per_trial": 0}}, "resources.workers_per_trial must be > 0, got 0"),
         ({"name": "../evil"}, "sweep name '../evil' is not allowed"),
         ({"name": "a/b"}, "sweep name 'a/b' is not allowed"),
@@ -314,11 +314,11 @@ def refused_lines(raw: dict, *overrides: str) -> list[str]:
         ({"non_linearity": {"uniform": [0, 1]}},
          "search.non_linearity.uniform [0, 1]: non_linearity is a str; use grid or choice"),
         ({"batch_size": {"grid": [100, 50, 33]}},
-         "search.batch_size=33: batch_size 33 is not divisible by num_workers 2"),
+         "search.batch_size=33: batch_size 33 is not divisible by resources.workers_per_trial 2"),
         ({"batch_size": {"randint": [98, 102]}},  # low 98 and middle 100 split, high 102 too
          None),
         ({"batch_size": {"randint": [97, 99]}},
-         "search.batch_size=97: batch_size 97 is not divisible by num_workers 2"),
+         "search.batch_size=97: batch_size 97 is not divisible by resources.workers_per_trial 2"),
         ({"lr": {"uniform": [-0.1, 0.1]}}, "search.lr=-0.1: lr must be > 0, got -0.1"),
         ({"dropout_p_mlp": {"uniform": [0.5, 1.0]}},
          "search.dropout_p_mlp=1.0: dropout_p_mlp must be in [0, 1), got 1.0"),

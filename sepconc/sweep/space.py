@@ -72,6 +72,15 @@ def trial_flat_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]
     return flat
 
 
+def sweep_wording(problem: str, spec: SweepSpec) -> str:
+    """A trial config's problem in the sweep file's words: a trial's `num_workers` is the
+    file's `resources.workers_per_trial`."""
+    workers = spec.resources.get("workers_per_trial", 1)
+    return problem.replace(
+        f"by num_workers {workers};", f"by resources.workers_per_trial {workers};"
+    )
+
+
 @dataclass
 class Variant:
     """One combination of the discrete options: its label (the values the trials use,
@@ -97,7 +106,7 @@ def architecture_variants(spec: SweepSpec) -> Iterator[Variant]:
         config, problems = Config.check_flat(trial_flat_config(spec, params), where="")
         label = describe_variant(spec, params, config if not problems else None)
         yield Variant(params, label, None if problems else config,
-                      [f"trial {label}: {p}" for p in problems])  # fmt: skip
+                      [f"trial {label}: {sweep_wording(p, spec)}" for p in problems])  # fmt: skip
 
 
 def describe_variant(spec: SweepSpec, params: dict[str, Any], config: Config | None) -> str:

@@ -188,7 +188,7 @@ def parse_sweep(raw: dict[str, Any], text: str = "", where: str = "sweep") -> Sw
     problems += _check_resources(spec, where)
     base_config, base_problems = Config.check_flat(space.trial_flat_config(spec, {}),
                                                    where=f"{where}: base")  # fmt: skip
-    problems += base_problems
+    problems += [space.sweep_wording(p, spec) for p in base_problems]
     known = {p.split(": base: ", 1)[-1] for p in base_problems}
     for key, value in search.items():
         entry, entry_problems = _search_entry(key, value, spec, where, known)
@@ -280,7 +280,8 @@ def _search_entry(key: str, value, spec: SweepSpec, where: str, known: set[str])
     for option in space.sampler_values(kind, args):  # each must make a valid trial on its own
         flat = space.trial_flat_config(spec, {key: option})
         _, found = Config.check_flat(flat, where=f"{where}: {path}={option!r}")
-        problems += [p for p in found if p.split(f"{option!r}: ", 1)[-1] not in known]
+        problems += [space.sweep_wording(p, spec) for p in found
+                     if p.split(f"{option!r}: ", 1)[-1] not in known]  # fmt: skip
     return {kind: args}, problems
 
 
