@@ -38,7 +38,7 @@ MODELS = {
                  "frame_stride": [7], "non_linearity": "relu"},
     "scatnetblockanalysis": {"arch": "scatnetblockanalysis", "n_blocks": 2,
                              "P_proj_size": [16, 32], "frame_width": [64, 128],
-                             "scat_angles": [4]},
+                             "scat_angles": [4, 4]},
 }  # fmt: skip
 
 

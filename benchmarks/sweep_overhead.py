@@ -59,9 +59,9 @@ def main() -> None:
         "in-process trials, to compare orchestration overheads",
     )
     args = parser.parse_args()
-    import yaml
+    from sepconc.yamlio import load_yaml
 
-    name = yaml.safe_load((ROOT / args.file).read_text())["name"]
+    name = load_yaml((ROOT / args.file).read_text())["name"]
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp) / "runs"
         wall = run_sweep(args.file, runs, [])

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from sepconc.errors import UserError
+from sepconc.yamlio import dump_yaml, load_yaml
 
 ARCHS = ("analysis", "scatnet", "scatnetblock", "scatnetblockanalysis")
 NON_LINEARITIES = ("absolute", "softshrink", "relu")
@@ -29,8 +30,8 @@ BACKENDS = ("torch", "torch_skcuda")
 PHASE_METHODS = ("auto", "fourier", "conv", "dense")
 DEVICES = ("auto", "cpu", "cuda")
 
-# Per-block options: one value per block; a single value is repeated, a short
-# list is padded with the option's default (MODELS.md, "Notation").
+# Per-block options: one value per block; a shorter list (a single value included) is
+# padded with the option's default, as the authors' parser does (MODELS.md, "Notation").
 PER_BLOCK = ("scat_angles", "P_proj_size", "P_kernel_size", "frame_width",
              "frame_kernel_size", "frame_stride")  # fmt: skip
 
@@ -80,12 +81,26 @@ class ModelConfig:
         return 1 if self.arch in ("analysis", "scatnet") else self.n_blocks
 
     def block_values(self, name: str) -> list:
-        """The per-block option `name`, padded to one value per block."""
+        """The per-block option `name`, one value per block: a shorter list (a single value
+        included) is padded with the option's default (`--n-blocks 4 --frame-width 1024`
+        -> `[1024, 2048, 2048, 2048]`), as the authors' parser does."""
         values = list(getattr(self, name))
         default = getattr(ModelConfig(), name)[0]
-        if len(values) == 1:
-            return values * self.blocks
         return values + [default] * (self.blocks - len(values))
+
+    def pad_blocks(self) -> list[str]:
+        """Store every per-block option as its `block_values` (the resolved lists that
+        `--dry-run`, `validate` and `config.yaml` show); one note per padded option."""
+        notes = []
+        for name in PER_BLOCK:
+            given, values = list(getattr(self, name)), self.block_values(name)
+            if len(given) < len(values) and any(v != values[-1] for v in given):
+                notes.append(
+                    f"{name}: {len(given)} value{'s' if len(given) > 1 else ''} for "
+                    f"{self.blocks} blocks, padded with the default {values[-1]}: {values}"
+                )
+            setattr(self, name, values)
+        return notes
 
 
 @dataclass
@@ -112,8 +127,8 @@ class OptimConfig:
     """Total number of epochs."""
     start_epoch: int = 0
     """First epoch (overridden by a resumed checkpoint)."""
-    batch_size: int = 256
-    """Global mini-batch size, split evenly across DDP processes."""
+    batch_size: int = 128
+    """Global mini-batch size, split evenly across DDP processes (the authors' default 128)."""
     lr: float = 0.01
     """Initial learning rate."""
     momentum: float = 0.9
@@ -186,17 +201,41 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    notes: list[str] = field(default_factory=list, compare=False, repr=False)
+    """What was resolved rather than given (a padded per-block list), one line each."""
 
     @classmethod
     def from_flat(cls, values: dict[str, Any], where: str = "config") -> Config:
-        """Build and validate a config from `{seed_flag_name: value}`; unknown keys refused."""
-        config = cls()
+        """Build and validate a config from `{seed_flag_name: value}`.
+
+        Per-block lists shorter than the blocks built are padded with the option's
+        default (a line in `notes` says so). Raises `UserError` listing EVERY problem
+        (unknown key, wrong type, broken invariant), one line each, prefixed by `where`.
+        """
+        config, problems = cls.check_flat(values, where)
+        if problems:
+            raise UserError("\n".join(problems))
+        return config
+
+    @classmethod
+    def check_flat(cls, values: dict[str, Any], where: str = "config") -> tuple[Config, list[str]]:
+        """`(config, problems)`: like `from_flat` but returns the problems (each a line
+        `where: ...`, bare when `where` is "") instead of raising; a field with a problem
+        keeps its default."""
+        config, problems = cls(), []
         for name, value in values.items():
             if name not in FIELD_SECTION:
-                raise UserError(f"{where}: unknown key '{name}'{suggest(name, FIELD_SECTION)}")
-            setattr(getattr(config, FIELD_SECTION[name]), name, _coerce(name, value, where))
-        config.validate(where)
-        return config
+                problems.append(f"unknown key '{name}'{suggest(name, FIELD_SECTION)}")
+                continue
+            value, problem = _coerce(name, value)
+            if problem:
+                problems.append(problem)
+            else:
+                setattr(getattr(config, FIELD_SECTION[name]), name, value)
+        problems += config.problems()
+        if not problems:
+            config.notes = config.model.pad_blocks()
+        return config, [f"{where}: {p}" if where else p for p in dict.fromkeys(problems)]
 
     def to_flat(self) -> dict[str, Any]:
         """All fields as one flat dict (the inverse of `from_flat`)."""
@@ -210,17 +249,27 @@ class Config:
         return Config.from_flat({**self.to_flat(), **changes})
 
     def validate(self, where: str = "config") -> None:
-        """Check every invariant that does not need the data set's shape."""
+        """Raise `UserError` listing every broken invariant (see `problems`)."""
+        problems = self.problems()
+        if problems:
+            raise UserError("\n".join(f"{where}: {p}" for p in problems))
+
+    def problems(self) -> list[str]:
+        """Every invariant that does not need the data set's shape and is broken, one line
+        each (naming the field, the value and the fix); [] when the config is valid."""
         m, d, o, r = self.model, self.data, self.optim, self.run
-        _check_choice(where, "arch", m.arch, ARCHS)
-        _check_choice(where, "non_linearity", m.non_linearity, NON_LINEARITIES)
-        _check_choice(where, "classifier_type", m.classifier_type, CLASSIFIERS)
-        _check_choice(where, "backend", m.backend, BACKENDS)
-        _check_choice(where, "phase_method", m.phase_method, PHASE_METHODS)
-        _check_choice(where, "device", r.device, DEVICES)
         from sepconc.data import DATASETS
 
-        _check_choice(where, "dataset", d.dataset, DATASETS)
+        out = [
+            problem
+            for name, value, choices in (
+                ("arch", m.arch, ARCHS), ("non_linearity", m.non_linearity, NON_LINEARITIES),
+                ("classifier_type", m.classifier_type, CLASSIFIERS),
+                ("backend", m.backend, BACKENDS), ("phase_method", m.phase_method, PHASE_METHODS),
+                ("device", r.device, DEVICES), ("dataset", d.dataset, DATASETS),
+            )
+            if (problem := _choice_problem(name, value, choices))
+        ]  # fmt: skip
         positive = {"n_blocks": m.n_blocks, "scattering_J": m.scattering_J,
                     "avg_ker_size": m.avg_ker_size, "nb_hidden_units": m.nb_hidden_units,
                     "nb_l_mlp": m.nb_l_mlp, "epochs": o.epochs, "batch_size": o.batch_size,
@@ -229,47 +278,47 @@ class Config:
                     "num_workers": r.num_workers, "checkpoint_every": r.checkpoint_every,
                     "checkpoint_keep": r.checkpoint_keep, "stats_probe_size": r.stats_probe_size,
                     "cache_max_gib": r.cache_max_gib}  # fmt: skip
-        for name, value in positive.items():
-            if not value > 0:
-                raise UserError(f"{where}: {name} must be > 0, got {value}")
+        out += [f"{name} must be > 0, got {value}" for name, value in positive.items()
+                if not value > 0]  # fmt: skip
         for name, value in {"momentum": o.momentum, "weight_decay": o.weight_decay,
                             "pars_beta": o.pars_beta, "start_epoch": o.start_epoch,
                             "workers": d.workers, "stats_every": r.stats_every}.items():  # fmt: skip
-            if value < 0:
-                raise UserError(f"{where}: {name} must be >= 0, got {value}")
+            if not value >= 0:
+                out.append(f"{name} must be >= 0, got {value}")
         if not 0 <= m.dropout_p_mlp < 1:
-            raise UserError(f"{where}: dropout_p_mlp must be in [0, 1), got {m.dropout_p_mlp}")
-        if o.batch_size % r.num_workers:
-            raise UserError(
-                f"{where}: batch_size {o.batch_size} is not divisible by num_workers "
-                f"{r.num_workers}; choose a multiple so every process gets the same share"
+            out.append(f"dropout_p_mlp must be in [0, 1), got {m.dropout_p_mlp}")
+        if r.num_workers > 0 and o.batch_size % r.num_workers:
+            out.append(
+                f"batch_size {o.batch_size} is not divisible by num_workers {r.num_workers}; "
+                f"choose a multiple of {r.num_workers} so every process gets the same share"
             )
         for name in PER_BLOCK:
             values = getattr(m, name)
             if not values:
-                raise UserError(f"{where}: {name} needs at least one value")
-            if len(values) > m.blocks:
-                raise UserError(
-                    f"{where}: {name} has {len(values)} values but {m.arch} builds "
+                out.append(f"{name} needs at least one value")
+            elif len(values) > m.blocks:
+                out.append(
+                    f"{name} has {len(values)} values but {m.arch} builds "
                     f"{m.blocks} block(s); give at most {m.blocks} (or raise n_blocks)"
                 )
-            if any(v <= 0 for v in values):
-                raise UserError(f"{where}: every {name} must be > 0, got {values}")
+            elif any(v <= 0 for v in values):
+                out.append(f"every {name} must be > 0, got {values}")
         if r.evaluate and not r.resume:
-            raise UserError(f"{where}: evaluate needs a checkpoint: add --resume PATH")
+            out.append("evaluate needs a checkpoint: add --resume PATH")
+        return out
 
     def save(self, path: Path) -> None:
         """Write the resolved config as YAML (readable by `train --config`)."""
-        path.write_text(yaml.safe_dump(self.to_flat(), sort_keys=False))
+        path.write_text(dump_yaml(self.to_flat()))
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a saved or exported config (flat YAML mapping) with the safe loader."""
+    """Read a saved or exported config (flat YAML mapping) with sepconc's YAML loader."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; pass a config.yaml written by a run")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
@@ -279,38 +328,62 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def _check_choice(where: str, name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise UserError(
-            f"{where}: {name} '{value}' is not one of {', '.join(choices)}{suggest(str(value), choices)}"
-        )
+def _choice_problem(name: str, value: Any, choices: tuple) -> str | None:
+    if value in choices:
+        return None
+    return f"{name} '{value}' is not one of {', '.join(choices)}{suggest(str(value), choices)}"
 
 
 _TYPES = {f.name: f.type for cls in SECTIONS.values() for f in fields(cls)}
 
 
-def _coerce(name: str, value: Any, where: str) -> Any:
-    """Check a flat value's type (ints accepted for floats; scalars for per-block lists)."""
-    kind = _TYPES[name]
-    if name in PER_BLOCK:
+def field_kind(name: str) -> str:
+    """The base type of flat field `name`: 'int', 'float', 'bool', 'str' or 'int list'
+    (a per-block option)."""
+    return "int list" if name in PER_BLOCK else _TYPES[name].replace(" | None", "")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _coerce(name: str, value: Any) -> tuple[Any, str | None]:
+    """`(value, None)` when a flat value has the field's type (ints accepted for floats,
+    a scalar for a per-block list), else `(None, problem)`; the problem names YAML's
+    implicit types (booleans, numbers, dates) when that is why the type is wrong."""
+    kind = field_kind(name)
+    if kind == "int list":
         items = value if isinstance(value, (list, tuple)) else [value]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            raise UserError(
-                f"{where}: {name} must be an integer or a list of integers, got {value!r}"
-            )
-        return list(items)
-    optional = "None" in kind
+        if all(_is_int(v) for v in items):
+            return list(items), None
+        return None, f"{name} must be an integer or a list of integers, got {value!r}"
     if value is None:
-        if optional:
-            return None
-        raise UserError(f"{where}: {name} cannot be empty")
-    base = kind.replace(" | None", "")
+        if "None" in _TYPES[name]:
+            return None, None
+        return None, f"{name} cannot be empty"
     ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
+        "int": _is_int(value),
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
         "bool": isinstance(value, bool),
         "str": isinstance(value, str),
-    }[base]
-    if not ok:
-        raise UserError(f"{where}: {name} must be {base}, got {value!r} ({type(value).__name__})")
-    return float(value) if base == "float" else value
+    }[kind]
+    if ok:
+        return (float(value) if kind == "float" else value), None
+    if kind == "str" and not isinstance(value, (list, dict)):
+        return None, yaml_type_problem(name, value)
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return None, (f"{name} must be int, got {value!r} (float); write it without a dot or "
+                      f"exponent: {name}: {int(value)}")  # fmt: skip
+    return None, f"{name} must be {kind}, got {value!r} ({type(value).__name__})"
+
+
+def yaml_type_problem(name: str, value: Any) -> str:
+    """The message for a text option that YAML read as another type (bool, number, date)."""
+    if isinstance(value, bool):
+        words = "on/yes/true" if value else "off/no/false"
+        text = "on" if value else "off"
+        return (f"{name}: got the boolean {str(value).lower()}: YAML reads unquoted {words} "
+                f"as booleans; quote it: {name}: '{text}'")  # fmt: skip
+    kind = "number" if isinstance(value, (int, float)) else type(value).__name__
+    return (f"{name}: got the {kind} {value}: YAML reads an unquoted {value} as a {kind}, "
+            f"not text; quote it: {name}: '{value}'")  # fmt: skip

@@ -32,8 +32,9 @@ BASE = {"dataset": "synthetic", "epochs": 2, "batch_size": 50, "lr": 0.05, "seed
         "device": "cpu", "stats_every": 0, "tracking": False, "scat_angles": [4]}  # fmt: skip
 ARCHS = {
     "scatnet": {"arch": "scatnet", "scattering_J": 2, "P_proj_size": [16]},
-    "scatnetblock": {"arch": "scatnetblock", "n_blocks": 2, "P_proj_size": [8, 16]},
-}
+    "scatnetblock": {"arch": "scatnetblock", "n_blocks": 2, "P_proj_size": [8, 16],
+                     "scat_angles": [4, 4]},
+}  # fmt: skip
 LOSSES = ("train_loss", "train_acc1", "val_loss", "val_acc1")
 
 

@@ -130,7 +130,7 @@ def test_block_shapes_on_real_forward_passes(flat, shape, expected):
 
 def test_third_block_uses_padded_projection_default():
     """n_blocks 3 with two P sizes: the third block gets the default 256 (needs 16*9 >= 256)."""
-    config = model(arch="scatnetblock", n_blocks=3, P_proj_size=[8, 16], scat_angles=[2])
+    config = model(arch="scatnetblock", n_blocks=3, P_proj_size=[8, 16], scat_angles=[2, 2, 2])
     with pytest.raises(UserError, match=r"block 3 .*P_proj_size 256 .*144 channels"):
         plan_model(config, (1, 16, 16))
 
@@ -147,7 +147,7 @@ def test_per_block_padding():
         scat_angles=[8, 4, 2],
     )
     assert m.block_values("P_proj_size") == [64, 128, 256, 256]  # padded with the default 256
-    assert m.block_values("frame_width") == [512] * 4  # one value: repeated
+    assert m.block_values("frame_width") == [512, 2048, 2048, 2048]  # one value: padded too
     assert m.block_values("scat_angles") == [8, 4, 2, 8]
     assert m.block_values("frame_kernel_size") == [1, 1, 1, 1]
     single = model(arch="scatnet", P_proj_size=[128])
@@ -189,7 +189,7 @@ def test_per_block_list_longer_than_blocks_is_refused():
             r"frame_kernel_size 20",
         ),
         (
-            {"arch": "scatnetblock", "n_blocks": 5, "P_proj_size": [4], "scat_angles": [1]},
+            {"arch": "scatnetblock", "n_blocks": 5, "P_proj_size": [4] * 5, "scat_angles": [1] * 5},
             (1, 16, 16),
             r"block 5 .*1x1, too small .*lower n_blocks",
         ),

@@ -38,14 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 NAME = "tiny"
 EPOCHS = 2
 BASE = {"dataset": "synthetic", "arch": "scatnetblockanalysis", "n_blocks": 2,
-        "scat_angles": [2], "P_proj_size": [8], "epochs": EPOCHS, "batch_size": 200,
+        "scat_angles": [2, 2], "P_proj_size": [8, 8], "epochs": EPOCHS, "batch_size": 200,
         "lr": 0.05, "seed": 0, "device": "cpu", "stats_every": 1, "stats_probe_size": 200,
         "tracking": False, "checkpoint_keep": 1}  # fmt: skip
 # (trial id, swept params, epoch at which the "scheduler" stops it or None)
-TRIALS = [("t_00000", {"non_linearity": "relu", "frame_width": [16]}, None),
-          ("t_00001", {"non_linearity": "softshrink", "frame_width": [16]}, None),
-          ("t_00002", {"non_linearity": "relu", "frame_width": [32]}, 1),
-          ("t_00003", {"non_linearity": "softshrink", "frame_width": [32]}, 1)]  # fmt: skip
+TRIALS = [("t_00000", {"non_linearity": "relu", "frame_width": [16, 16]}, None),
+          ("t_00001", {"non_linearity": "softshrink", "frame_width": [16, 16]}, None),
+          ("t_00002", {"non_linearity": "relu", "frame_width": [32, 32]}, 1),
+          ("t_00003", {"non_linearity": "softshrink", "frame_width": [32, 32]}, 1)]  # fmt: skip
 SWEEP_PNGS = ["metric_vs_params", "learning_curves", "layer_stats", "parallel_coordinates"]
 
 

@@ -1,6 +1,7 @@
 """Safe defaults, checked in the source and by behaviour (no network, no Ray, no subprocess).
 
-- YAML: only the safe loader (no `yaml.load(`, `unsafe_load`, `Loader`, `FullLoader`), and a
+- YAML: only the safe loader (no `yaml.load(`, `unsafe_load`, `Loader`, `FullLoader`; every
+  read and write through `sepconc.yamlio`, a `SafeLoader` subclass), and a
   sweep or config file carrying a `!!python/object/apply` payload is refused without running it.
 - Checkpoints: every `torch.load(` passes `weights_only=True`; a checkpoint holding a pickled
   object (a custom class, an `os.system` reduce payload) is refused by `load_checkpoint` with a
@@ -55,7 +56,19 @@ def _calls(text: str, name: str) -> list[str]:
 def test_only_the_safe_yaml_loader(pattern):
     offenders = [str(p.relative_to(ROOT)) for p in SOURCES if re.search(pattern, _code(p))]
     assert not offenders, f"{pattern} in {offenders}"
-    assert any("yaml.safe_load(" in _code(p) for p in SOURCES)  # the scan does see YAML use
+    assert any("load_yaml(" in _code(p) for p in SOURCES)  # the scan does see YAML use
+
+
+def test_one_yaml_reader_and_writer():
+    """Every YAML read and write goes through `sepconc.yamlio`, whose loader is safe."""
+    from sepconc import yamlio
+
+    assert issubclass(yamlio.Loader, yaml.SafeLoader)
+    assert issubclass(yamlio.Dumper, yaml.SafeDumper)
+    calls = r"yaml\.(safe_load|safe_dump|load|dump|full_load|load_all|safe_load_all)\("
+    offenders = [str(p.relative_to(ROOT)) for p in SOURCES
+                 if p.name != "yamlio.py" and re.search(calls, _code(p))]  # fmt: skip
+    assert not offenders, offenders
 
 
 PAYLOAD = "!!python/object/apply:os.system [touch {marker}]"

@@ -76,7 +76,8 @@ def refused(raw: dict) -> str:
         ({"scheduler": {"type": "asha", "max_t": 10}},
          "scheduler.max_t 10 exceeds base.epochs 4; trials never reach it, lower max_t"),
         ({"resources": {"workers_per_trial": 3}},
-         "base.batch_size 100 is not divisible by resources.workers_per_trial 3"),
+         "base: batch_size 100 is not divisible by resources.workers_per_trial 3; choose a "
+         "multiple of 3"),
         ({"resources": {"workers_per_trial": 0}}, "resources.workers_per_trial must be > 0, got 0"),
         ({"name": "../evil"}, "sweep name '../evil' is not allowed"),
         ({"name": "a/b"}, "sweep name 'a/b' is not allowed"),
@@ -149,20 +150,26 @@ def test_trial_count_and_variants_with_per_block_lists():
     # grids multiply, choice and continuous draws do not; samples repeat the whole grid
     assert trial_count(spec) == 3 * 2 * 2
     variants = list(architecture_variants(spec))
-    assert len(variants) == 3 * 2 * 2  # every grid x choice combination, lr at its low end
-    widths = {tuple(config.model.frame_width) for _, config in variants}
+    assert len(variants) == 3 * 2 * 2  # every grid x choice combination, lr at its middle
+    assert all(v.config is not None and not v.problems for v in variants)
+    widths = {tuple(v.config.model.frame_width) for v in variants}
     assert widths == {(16, 32), (32, 64), (8, 8)}
-    projections = {tuple(config.model.P_proj_size) for _, config in variants}
+    projections = {tuple(v.config.model.P_proj_size) for v in variants}
     assert projections == {(4, 8), (8, 16)}
-    assert {config.optim.lr for _, config in variants} == {0.001}
-    params, config = variants[0]
-    assert params == {"frame_width": [16, 32], "non_linearity": "relu",
-                      "P_proj_size": [4, 8], "lr": 0.001}  # fmt: skip
-    assert config.model.n_blocks == 2 and config.optim.epochs == 4  # base kept
+    assert {round(v.config.optim.lr, 12) for v in variants} == {0.01}  # sqrt(0.001 * 0.1)
+    first = variants[0]
+    assert first.params == {"frame_width": [16, 32], "non_linearity": "relu",
+                            "P_proj_size": [4, 8], "lr": pytest.approx(0.01)}  # fmt: skip
+    # the label shows the values trials use and the drawn parameter as its range
+    assert first.label == ("frame_width=[16, 32] non_linearity=relu P_proj_size=[4, 8] "
+                           "lr ~ loguniform[0.001, 0.1]")  # fmt: skip
+    assert first.config.model.n_blocks == 2 and first.config.optim.epochs == 4  # base kept
     assert trial_count(parse_sweep(sweep(search={}))) == 1
     randint = parse_sweep(sweep(search={"epochs": {"randint": [2, 4]}}))
     assert trial_count(randint) == 1
-    assert [c.optim.epochs for _, c in architecture_variants(randint)] == [2, 4]  # both ends
+    # both ends and the middle
+    assert [v.config.optim.epochs for v in architecture_variants(randint)] == [2, 3, 4]
+    assert [v.label for v in architecture_variants(randint)][0] == "epochs=2 (of randint[2, 4])"
 
 
 def test_tune_param_space_types():
@@ -252,3 +259,148 @@ def test_validate_refuses_a_projection_larger_than_its_input(tmp_path):
     ok = run_validate(path, "--set", "search.P_proj_size={grid: [16, 33]}")
     assert ok.returncode == 0, ok.stderr
     assert "P_proj_size=33: parameters" in ok.stdout
+
+
+# ------------------------------------------------------------------ numbers as users write them
+
+
+def test_scientific_notation_is_a_float_everywhere_in_a_sweep_file(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: sci\n"
+        "base: {dataset: synthetic, arch: analysis, frame_width: 16, frame_kernel_size: 4,\n"
+        "       frame_stride: 4, epochs: 4, batch_size: 100, lr: 1e-3, pars_beta: 5E-4}\n"
+        "search:\n"
+        "  lr: {loguniform: [1e-4, 1e-2]}\n"
+        "  weight_decay: {grid: [0, 1e-5, .5e-4]}\n"
+        "  momentum: {uniform: [.5, +.9]}\n"
+    )
+    spec = load_sweep(path, ["base.lr=5e-3", "search.pars_beta={grid: [1E+2, 2e-4]}"])
+    assert spec.base["lr"] == 0.005 and spec.base["pars_beta"] == 5e-4
+    assert spec.search["lr"] == {"loguniform": [1e-4, 1e-2]}
+    assert spec.search["weight_decay"] == {"grid": [0, 1e-5, 0.5e-4]}
+    assert spec.search["momentum"] == {"uniform": [0.5, 0.9]}
+    assert spec.search["pars_beta"] == {"grid": [100.0, 2e-4]}
+    assert all(isinstance(v, float) for v in spec.search["lr"]["loguniform"])
+    message = refused_lines(load_yaml_file(path), "search.pars_beta={grid: [-1e5]}")
+    assert message == ["s.yaml: search.pars_beta=-100000.0: pars_beta must be >= 0, got -100000.0"]
+
+
+def load_yaml_file(path: Path) -> dict:
+    from sepconc.yamlio import load_yaml
+
+    return load_yaml(path.read_text())
+
+
+def refused_lines(raw: dict, *overrides: str) -> list[str]:
+    """Every problem `parse_sweep` reports for `raw` (after `--set` overrides), one per line."""
+    from sepconc.sweep.spec import _apply_override
+
+    for item in overrides:
+        _apply_override(raw, item)
+    with pytest.raises(UserError) as info:
+        parse_sweep(raw, where="s.yaml")
+    return str(info.value).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("search", "expected"),
+    [
+        ({"learning_rate_adjust_frequency": {"uniform": [1, 3]}},
+         "search.learning_rate_adjust_frequency.uniform [1, 3]: learning_rate_adjust_frequency "
+         "is an integer and uniform draws floats (e.g. 1.74); use randint: [1, 3] or grid"),
+        ({"frame_width": {"loguniform": [8, 64]}},
+         "search.frame_width.loguniform [8, 64]: frame_width is an integer"),
+        ({"non_linearity": {"uniform": [0, 1]}},
+         "search.non_linearity.uniform [0, 1]: non_linearity is a str; use grid or choice"),
+        ({"batch_size": {"grid": [100, 50, 33]}},
+         "search.batch_size=33: batch_size 33 is not divisible by resources.workers_per_trial 2"),
+        ({"batch_size": {"randint": [98, 102]}},  # low 98 and middle 100 split, high 102 too
+         None),
+        ({"batch_size": {"randint": [97, 99]}},
+         "search.batch_size=97: batch_size 97 is not divisible by resources.workers_per_trial 2"),
+        ({"lr": {"uniform": [-0.1, 0.1]}}, "search.lr=-0.1: lr must be > 0, got -0.1"),
+        ({"dropout_p_mlp": {"uniform": [0.5, 1.0]}},
+         "search.dropout_p_mlp=1.0: dropout_p_mlp must be in [0, 1), got 1.0"),
+        ({"epochs": {"randint": [1.5, 3]}}, "search.epochs.randint needs integer ends"),
+    ],
+)  # fmt: skip
+def test_every_value_a_trial_can_draw_is_checked(search, expected):
+    raw = sweep(search=search, resources={"workers_per_trial": 2})
+    if expected is None:
+        assert parse_sweep(raw, where="s.yaml").search == search
+        return
+    lines = refused_lines(raw)
+    assert expected in lines[0], lines
+
+
+def test_all_problems_of_a_file_are_reported_at_once(tmp_path, capsys):
+    from sepconc.cli import main
+
+    raw = sweep(search={"learning_rate_adjust_frequency": {"uniform": [1, 3]},
+                        "batch_size": {"grid": [100, 33]}},
+                resources={"workers_per_trial": 2}, samples=0)  # fmt: skip
+    raw["base"]["non_linearity"] = False  # `non_linearity: off` unquoted
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["validate", str(path), "--no-build"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4, lines
+    assert all(line.startswith(f"error: {path}: ") for line in lines)
+    assert "samples must be >= 1, got 0" in lines[0]
+    assert "non_linearity: got the boolean false: YAML reads unquoted off/no/false as booleans; "\
+           "quote it: non_linearity: 'off'" in lines[1]  # fmt: skip
+    assert "learning_rate_adjust_frequency is an integer" in lines[2]
+    assert "search.batch_size=33: batch_size 33 is not divisible" in lines[3]
+
+
+def test_impossible_trials_are_all_listed_with_the_values_they_use(capsys):
+    from sepconc.sweep.validate import validate_sweep
+
+    base = {"dataset": "synthetic", "arch": "scatnetblockanalysis", "n_blocks": 2,
+            "scat_angles": [8], "frame_width": [16], "epochs": 2, "batch_size": 100}  # fmt: skip
+    spec = parse_sweep(sweep(base=base, search={"P_proj_size": {"grid": [16, 64, 128]},
+                                                "lr": {"loguniform": [0.003, 0.03]}}))  # fmt: skip
+    with pytest.raises(UserError) as info:
+        validate_sweep(spec, build=False)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("trial P_proj_size=[64, 256] lr ~ loguniform[0.003, 0.03]: ")
+    assert "P_proj_size 64 is larger than its input's 33 channels" in lines[0]
+    assert lines[1].startswith("trial P_proj_size=[128, 256] lr ~ loguniform[0.003, 0.03]: ")
+
+
+def test_validate_shows_ranges_and_padded_lists(tmp_path, capsys):
+    from sepconc.cli import main
+
+    base = {"dataset": "synthetic", "arch": "scatnetblockanalysis", "n_blocks": 2,
+            "scat_angles": [2], "P_proj_size": [8], "epochs": 2, "batch_size": 100}  # fmt: skip
+    raw = sweep(base=base, search={"lr": {"loguniform": [0.003, 0.03]},
+                                   "frame_width": {"grid": [16, [16, 32]]}})  # fmt: skip
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["validate", str(path), "--no-build"]) == 0
+    out = capsys.readouterr().out
+    assert "lr ~ loguniform[0.003, 0.03] frame_width=[16, 2048]: parameters" in out
+    assert "lr ~ loguniform[0.003, 0.03] frame_width=[16, 32]: parameters" in out
+    assert "lr=0.003" not in out and "seed: 0 in every trial" in out
+    assert "base P_proj_size: 1 value for 2 blocks, padded with the default 256: [8, 256]" in out
+
+
+def test_sweep_refuses_before_ray_starts(tmp_path, monkeypatch, capsys):
+    """`sweep` on a file any trial would refuse: exit 2 and nothing written, without the
+    driver (and so Ray) ever being called."""
+    from sepconc.cli import main
+    from sepconc.sweep import driver
+
+    def started(*args, **kwargs):
+        raise AssertionError("the sweep reached the driver")
+
+    monkeypatch.setattr(driver, "launch", started)
+    monkeypatch.setattr(driver, "start_ray", started)
+    monkeypatch.chdir(tmp_path)
+    raw = sweep(search={"learning_rate_adjust_frequency": {"uniform": [1, 3]}}, samples=2)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["sweep", "s.yaml", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "use randint: [1, 3] or grid" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]

@@ -1,7 +1,7 @@
 """Command-line front door: one module per command, each with `register(subparsers)`.
 
 A command module adds its parser and sets `func(args) -> int`. `main` runs it and
-turns a `UserError` into one line on stderr with exit status 2 (no traceback).
+turns a `UserError` into one line per problem on stderr with exit status 2 (no traceback).
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UserError as exc:  # one line per problem (validate lists every problem of a file)
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -27,7 +27,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--workers", type=int, help="data loading workers (default: 4)")
     p.add_argument("--epochs", type=int, help="number of total epochs to run (default: 150)")
     p.add_argument("--start-epoch", type=int, help="manual epoch number (useful on restarts)")
-    p.add_argument("-b", "--batch-size", type=int, help="global mini-batch size (default: 256)")
+    p.add_argument("-b", "--batch-size", type=int, help="global mini-batch size (default: 128)")
     p.add_argument("--lr", "--learning-rate", type=float, dest="lr", help="initial learning rate")
     p.add_argument("--momentum", type=float, help="momentum (default: 0.9)")
     p.add_argument("--wd", "--weight-decay", type=float, dest="weight_decay", help="weight decay")
@@ -122,7 +122,10 @@ def register(sub) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """Merge defaults < --config file < explicit flags into a validated `Config`."""
+    """Merge defaults < --config file < explicit flags into a validated `Config`.
+
+    Per-block lists come back padded to one value per block (logged when padded);
+    raises `UserError` listing every problem of the merged values."""
     from sepconc.config import Config, load_config_file
 
     values = {}
@@ -133,7 +136,10 @@ def config_from_args(args: argparse.Namespace):
     flags = {k: v for k, v in vars(args).items()
              if k not in ("func", "command", "verbose", "config_file", "dry_run")}  # fmt: skip
     values.update(flags)
-    return Config.from_flat(values, where=source)
+    config = Config.from_flat(values, where=source)
+    for note in config.notes:  # a per-block list shorter than the blocks, padded
+        log.info("%s", note)
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,5 +207,9 @@ def dry_run(config) -> int:
                          f"/{plan.frame_stride} {config.model.non_linearity}")  # fmt: skip
         print("  ".join(parts))
     print(net)
+    from sepconc.config import PER_BLOCK
+
+    for name in PER_BLOCK:  # the resolved per-block lists (padded with defaults)
+        print(f"{name}: {' '.join(str(v) for v in getattr(config.model, name))}")
     print(f"parameters: {sum(p.numel() for p in net.parameters() if p.requires_grad)}")
     return 0

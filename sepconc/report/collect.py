@@ -25,6 +25,7 @@ from sepconc.errors import UserError
 from sepconc.report.epochs import common_epoch, comparison_epochs, value_at
 from sepconc.sweep.results import HIDDEN_PARAMS  # internal per-trial settings, not swept
 from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL, tracking_client
+from sepconc.yamlio import load_yaml
 
 #: Per-layer class statistics drawn by the report (`sepconc.metrics.class_stats`).
 LAYER_STATS = ("within_rel", "between_rel", "fisher")
@@ -211,7 +212,7 @@ def is_continuous(values: list[str], at_least: int = 5) -> bool:
 
 def _parse(text: str) -> Any:
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         return text
     if isinstance(value, bool) or value is None:

@@ -12,12 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sepconc.config import FIELD_SECTION, Config
 from sepconc.errors import UserError
 from sepconc.sweep.driver import read_meta
 from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL, tracking_client
+from sepconc.yamlio import dump_yaml, load_yaml
 
 # Internal per-trial settings that are not part of what the user swept.
 HIDDEN_PARAMS = {"num_workers", "tracking", "checkpoint_every", "checkpoint_keep", "out", "resume",
@@ -119,13 +118,13 @@ def export_config(name: str, run_id: str, out: Path, runs_dir: str | Path = "run
 
     meta = read_meta(name, runs_dir)
     run = tracking_client(meta["tracking_uri"]).get_run(run_id)
-    flat = {k: yaml.safe_load(v) for k, v in run.data.params.items()
+    flat = {k: load_yaml(v) for k, v in run.data.params.items()
             if k in FIELD_SECTION and k not in HIDDEN_PARAMS}  # fmt: skip
     config = Config.from_flat(flat, where=f"trial {run_id}")
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(f"# best trial of sweep {name} (MLflow run {run_id})\n"
-                   + yaml.safe_dump(flat, sort_keys=False))  # fmt: skip
+                   + dump_yaml(flat))  # fmt: skip
     tmp.replace(out)
     return config
 

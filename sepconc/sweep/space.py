@@ -12,10 +12,15 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from sepconc.config import Config
-from sepconc.sweep.spec import SweepSpec
+from sepconc.config import PER_BLOCK, Config
+
+if TYPE_CHECKING:
+    from sepconc.sweep.spec import SweepSpec
+
+RANGES = ("uniform", "loguniform", "randint")  # [low, high]; randint's high is inclusive
 
 
 def tune_param_space(spec: SweepSpec) -> dict[str, Any]:
@@ -42,35 +47,86 @@ def trial_count(spec: SweepSpec) -> int:
     return math.prod(grids) * spec.samples
 
 
+def sampler_values(kind: str, args: list) -> list:
+    """The values `validate` checks for one search entry, as a trial would receive them:
+    every grid/choice option; randint's low, middle and high (ints); uniform's and
+    loguniform's low, middle (arithmetic / geometric) and high, as the floats Tune draws."""
+    if kind in ("grid", "choice"):
+        return list(args)
+    low, high = args
+    if kind == "randint":
+        return sorted({low, (low + high) // 2, high})
+    middle = (low + high) / 2 if kind == "uniform" else math.sqrt(low * high)
+    return [float(low), float(middle), float(high)]
+
+
 def trial_flat_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
-    """The flat training config of one trial: `base` overridden by the sampled `params`."""
-    return {**spec.base, **params}
+    """The flat training config of one trial, as `sweep/trial.py` builds it: `base`
+    overridden by the sampled `params`, then the sweep's run settings (one DDP process per
+    `workers_per_trial`, checkpoints, no per-trial MLflow run), seed 0 unless drawn."""
+    flat = {**spec.base, **params}
+    flat.update(num_workers=spec.resources.get("workers_per_trial", 1), tracking=False,
+                checkpoint_every=spec.checkpoint.get("every", 1),
+                checkpoint_keep=spec.checkpoint.get("keep", 2))  # fmt: skip
+    flat.setdefault("seed", 0)
+    return flat
 
 
-def architecture_variants(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], Config]]:
-    """Every distinct combination of the discrete options (grid and choice; both ends of
-    randint), with continuous parameters at their low end: what `validate` builds."""
+def sweep_wording(problem: str, spec: SweepSpec) -> str:
+    """A trial config's problem in the sweep file's words: a trial's `num_workers` is the
+    file's `resources.workers_per_trial`."""
+    workers = spec.resources.get("workers_per_trial", 1)
+    return problem.replace(
+        f"by num_workers {workers};", f"by resources.workers_per_trial {workers};"
+    )
+
+
+@dataclass
+class Variant:
+    """One combination of the discrete options: its label (the values the trials use,
+    ranges for what is drawn), its config (None when refused) and its problems."""
+
+    params: dict[str, Any]
+    label: str
+    config: Config | None
+    problems: list[str] = field(default_factory=list)
+
+
+def architecture_variants(spec: SweepSpec) -> Iterator[Variant]:
+    """Every combination of the discrete options (each grid and choice option; randint's
+    low, middle and high), continuous parameters at their middle: what `validate` builds."""
     keys, options = [], []
     for key, entry in spec.search.items():
         kind, args = next(iter(entry.items()))
-        if kind in ("grid", "choice"):
-            values = args
-        elif kind == "randint":
-            values = sorted({args[0], args[1]})
-        else:
-            values = [args[0]]
+        values = sampler_values(kind, args)
         keys.append(key)
-        options.append(values)
+        options.append(values if kind not in ("uniform", "loguniform") else [values[1]])
     for combo in itertools.product(*options):
         params = dict(zip(keys, combo, strict=True))
-        flat = trial_flat_config(spec, params)
-        yield params, Config.from_flat(flat, where=f"trial {_describe(params)}")
+        config, problems = Config.check_flat(trial_flat_config(spec, params), where="")
+        label = describe_variant(spec, params, config if not problems else None)
+        yield Variant(params, label, None if problems else config,
+                      [f"trial {label}: {sweep_wording(p, spec)}" for p in problems])  # fmt: skip
 
 
-def _describe(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items()) or "(base)"
+def describe_variant(spec: SweepSpec, params: dict[str, Any], config: Config | None) -> str:
+    """`key=value ...` with the values a trial uses (a per-block list as padded), drawn
+    parameters as their ranges (`lr ~ loguniform[0.003, 0.03]`)."""
+    flat = config.to_flat() if config is not None else {}
+    parts = []
+    for key, value in params.items():
+        kind, args = next(iter(spec.search[key].items()))
+        if kind in ("uniform", "loguniform"):
+            parts.append(f"{key} ~ {kind}[{args[0]}, {args[1]}]")
+            continue
+        used = flat.get(key, value)
+        if key in PER_BLOCK and used in ([value], value):
+            used = value  # shown as given when padding changed nothing
+        suffix = f" (of randint[{args[0]}, {args[1]}])" if kind == "randint" else ""
+        parts.append(f"{key}={used}{suffix}")
+    return " ".join(parts) or "(base)"
 
 
 def describe(params: dict[str, Any]) -> str:
     """`key=value ...` of a trial's swept parameters (for messages and tables)."""
-    return _describe(params)
+    return " ".join(f"{k}={v}" for k, v in params.items()) or "(base)"

@@ -19,12 +19,17 @@ tracking: {uri: null, experiment: null}
 storage: null                   # default ./runs; a shared path or s3:// on a cluster
 ```
 Every error names the key path (`scheduler.grace_period`), the value and the fix,
-with a close-match suggestion for a mistyped key.
+with a close-match suggestion for a mistyped key. All the problems of a file are
+reported at once (one line each), not only the first. Numbers are read the YAML 1.2
+way (`1e-3` is a float, see `sepconc.yamlio`). Every search value a trial can draw is
+checked through the trial's own config (`space.trial_flat_config`): each grid/choice
+option, randint's ends and middle, uniform/loguniform's ends and middle as floats.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +39,8 @@ import yaml
 
 from sepconc.config import Config, suggest
 from sepconc.errors import UserError
+from sepconc.sweep import space
+from sepconc.yamlio import dump_yaml, load_yaml
 
 SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 TOP_KEYS = ("name", "description", "base", "search", "samples", "metric", "mode", "scheduler",
@@ -110,7 +117,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), name: str | None = N
         raise UserError(f"sweep file {path} does not exist; give the path of a YAML sweep file")
     text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -135,44 +142,75 @@ def _apply_override(raw: dict, item: str) -> None:
         target = target.setdefault(part, {})
         if not isinstance(target, dict):
             raise UserError(f"--set {item!r}: {part} is not a section")
-    target[parts[-1]] = yaml.safe_load(value)
+    try:
+        target[parts[-1]] = load_yaml(value)
+    except yaml.YAMLError:
+        raise UserError(f"--set {item!r}: the value is not valid YAML; quote it") from None
 
 
 def parse_sweep(raw: dict[str, Any], text: str = "", where: str = "sweep") -> SweepSpec:
-    """Validate the mapping of a sweep file into a `SweepSpec`."""
+    """Validate the mapping of a sweep file into a `SweepSpec`.
+
+    Raises `UserError` whose message lists every problem found, one line each
+    (`where: key path: value and fix`).
+    """
+    problems: list[str] = []
+    add = problems.append
     for key in raw:
         if key not in TOP_KEYS:
-            raise UserError(f"{where}: unknown key '{key}'{suggest(str(key), TOP_KEYS)}")
+            add(f"{where}: unknown key '{key}'{suggest(str(key), TOP_KEYS)}")
     if "name" not in raw:
-        raise UserError(f"{where}: missing 'name' (the sweep's name, used for its runs folder)")
-    check_name(raw["name"], f"{where}: sweep name")
-    base = _mapping(raw.get("base", {}), "base", where)
-    search = _mapping(raw.get("search", {}), "search", where)
-    spec = SweepSpec(name=raw["name"], base=dict(base), search={}, text=text or yaml.safe_dump(raw))
+        add(f"{where}: missing 'name' (the sweep's name, used for its runs folder)")
+    else:
+        _collect(problems, check_name, raw["name"], f"{where}: sweep name")
+    base = _collect(problems, _mapping, raw.get("base", {}), "base", where) or {}
+    search = _collect(problems, _mapping, raw.get("search", {}), "search", where) or {}
+    spec = SweepSpec(name=raw.get("name", ""), base=dict(base), search={},
+                     text=text or dump_yaml(raw, sort_keys=True))  # fmt: skip
     spec.description = str(raw.get("description", ""))
-    for key in ("samples",):
-        spec.samples = _typed(raw.get(key, 1), int, key, where)
-        if spec.samples < 1:
-            raise UserError(f"{where}: samples must be >= 1, got {spec.samples}")
-    spec.metric = _typed(raw.get("metric", "val_acc1"), str, "metric", where)
-    if spec.metric not in METRICS:
-        raise UserError(f"{where}: metric '{spec.metric}' is not one of {', '.join(METRICS)}"
-                        f"{suggest(spec.metric, METRICS)}")  # fmt: skip
+    samples = _collect(problems, _typed, raw.get("samples", 1), int, "samples", where)
+    spec.samples = 1 if samples is None else samples
+    if spec.samples < 1:
+        add(f"{where}: samples must be >= 1, got {spec.samples}")
+    metric = _collect(problems, _typed, raw.get("metric", "val_acc1"), str, "metric", where)
+    spec.metric = metric or "val_acc1"
+    if metric is not None and metric not in METRICS:
+        add(f"{where}: metric '{metric}' is not one of {', '.join(METRICS)}"
+            f"{suggest(metric, METRICS)}")  # fmt: skip
     spec.mode = raw.get("mode", "min" if spec.metric.endswith("loss") else "max")
     if spec.mode not in ("min", "max"):
-        raise UserError(f"{where}: mode must be 'min' or 'max', got {spec.mode!r}")
+        add(f"{where}: mode must be 'min' or 'max', got {spec.mode!r}")
     for section in SECTION_KEYS:
-        setattr(spec, section, _section(raw.get(section), section, where))
+        setattr(spec, section, _section(raw.get(section), section, where, problems))
     storage = raw.get("storage")
-    spec.storage = None if storage is None else _typed(storage, str, "storage", where)
-    Config.from_flat(spec.base, where=f"{where}: base")
+    spec.storage = None if storage is None else _collect(problems, _typed, storage, str,
+                                                         "storage", where)  # fmt: skip
+    problems += _check_resources(spec, where)
+    base_config, base_problems = Config.check_flat(space.trial_flat_config(spec, {}),
+                                                   where=f"{where}: base")  # fmt: skip
+    problems += [space.sweep_wording(p, spec) for p in base_problems]
+    known = {p.split(": base: ", 1)[-1] for p in base_problems}
     for key, value in search.items():
-        spec.search[key] = _search_entry(key, value, spec.base, where)
+        entry, entry_problems = _search_entry(key, value, spec, where, known)
+        problems += entry_problems
+        if entry:
+            spec.search[key] = entry
     if "seed" not in spec.base and "seed" not in spec.search and spec.samples == 1:
         spec.base["seed"] = 0  # logged with each trial: `best --out` retrains the same run
-    _check_scheduler(spec, where)
-    _check_resources(spec, where)
+    epochs_ok = not any(": base: epochs " in p for p in base_problems)
+    problems += _check_scheduler(spec, base_config.optim.epochs if epochs_ok else None, where)
+    if problems:
+        raise UserError("\n".join(dict.fromkeys(problems)))
     return spec
+
+
+def _collect(problems: list[str], check, *args):
+    """`check(*args)`, or None with its `UserError` message appended to `problems`."""
+    try:
+        return check(*args)
+    except UserError as exc:
+        problems.append(str(exc))
+        return None
 
 
 def _mapping(value, key: str, where: str) -> dict:
@@ -190,81 +228,100 @@ def _typed(value, kind, key: str, where: str):
     return value
 
 
-def _section(value, section: str, where: str) -> dict:
-    value = _mapping(value, section, where)
-    allowed = SECTION_KEYS[section]
+def _section(value, section: str, where: str, problems: list[str]) -> dict:
+    """The section's mapping without its empty values; each bad key or type a problem."""
+    value = _collect(problems, _mapping, value, section, where) or {}
+    allowed, out = SECTION_KEYS[section], {}
     for key, item in value.items():
         if key not in allowed:
-            raise UserError(f"{where}: unknown key '{section}.{key}'{suggest(str(key), allowed)}")
-        if item is not None:
-            _typed(item, allowed[key], f"{section}.{key}", where)
-    return {k: v for k, v in value.items() if v is not None}
+            problems.append(f"{where}: unknown key '{section}.{key}'{suggest(str(key), allowed)}")
+        elif item is not None and _collect(problems, _typed, item, allowed[key],
+                                           f"{section}.{key}", where) is not None:  # fmt: skip
+            out[key] = item
+    return out
 
 
-def _search_entry(key: str, value, base: dict, where: str) -> dict:
+def _search_entry(key: str, value, spec: SweepSpec, where: str, known: set[str]):
+    """`(entry, problems)` for `search.<key>`: the entry's shape, then every value a trial
+    can draw from it built as that trial's config (problems already reported for `base`,
+    in `known`, are not repeated)."""
+    from sepconc.config import FIELD_SECTION, field_kind
+
     path = f"search.{key}"
-    from sepconc.config import FIELD_SECTION
-
     if key not in FIELD_SECTION:
-        raise UserError(f"{where}: unknown parameter '{path}'{suggest(key, FIELD_SECTION)}")
+        return None, [f"{where}: unknown parameter '{path}'{suggest(key, FIELD_SECTION)}"]
     if not isinstance(value, dict) or len(value) != 1:
-        raise UserError(f"{where}: {path} must be one of {{grid|choice|uniform|loguniform|"
-                        f"randint: [...]}}, got {value!r}")  # fmt: skip
+        return None, [f"{where}: {path} must be one of {{grid|choice|uniform|loguniform|"
+                      f"randint: [...]}}, got {value!r}"]  # fmt: skip
     kind, args = next(iter(value.items()))
     if kind not in SEARCH_KINDS:
-        raise UserError(f"{where}: {path}: unknown kind '{kind}'{suggest(str(kind), SEARCH_KINDS)}")
+        return None, [f"{where}: {path}: unknown kind '{kind}'{suggest(str(kind), SEARCH_KINDS)}"]
     if not isinstance(args, list) or not args:
-        raise UserError(f"{where}: {path}.{kind} needs a non-empty list, got {args!r}")
-    if kind in ("uniform", "loguniform", "randint"):
-        if (
-            len(args) != 2
-            or not all(isinstance(a, (int, float)) for a in args)
-            or args[0] >= args[1]
-        ):
-            raise UserError(f"{where}: {path}.{kind} needs [low, high] with low < high, got {args}")
+        return None, [f"{where}: {path}.{kind} needs a non-empty list, got {args!r}"]
+    if kind in space.RANGES:
+        numbers = all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+        if len(args) != 2 or not numbers or args[0] >= args[1]:
+            return None, [f"{where}: {path}.{kind} needs [low, high] with low < high, "
+                          f"got {args}"]  # fmt: skip
+        if kind == "randint" and not all(isinstance(a, int) for a in args):
+            return None, [f"{where}: {path}.randint needs integer ends, got {args}"]
         if kind == "loguniform" and args[0] <= 0:
-            raise UserError(f"{where}: {path}.loguniform needs low > 0, got {args[0]}")
-    else:
-        for option in args:  # each option must make a valid config on its own
-            Config.from_flat({**base, key: option}, where=f"{where}: {path}={option!r}")
-    return {kind: args}
+            return None, [f"{where}: {path}.loguniform needs low > 0, got {args[0]}"]
+    target = field_kind(key)
+    if kind in ("uniform", "loguniform") and target != "float":
+        if target in ("int", "int list"):
+            low, high = math.ceil(args[0]), math.floor(args[1])
+            fix = f"use randint: [{low}, {high}] or grid: [...]" if low < high else "use grid"
+            return None, [f"{where}: {path}.{kind} {args}: {key} is an integer and {kind} draws "
+                          f"floats (e.g. {args[0] + 0.37 * (args[1] - args[0]):.3g}); {fix}"]  # fmt: skip
+        return None, [f"{where}: {path}.{kind} {args}: {key} is a {target}; "
+                      f"use grid or choice"]  # fmt: skip
+    problems = []
+    for option in space.sampler_values(kind, args):  # each must make a valid trial on its own
+        flat = space.trial_flat_config(spec, {key: option})
+        _, found = Config.check_flat(flat, where=f"{where}: {path}={option!r}")
+        problems += [space.sweep_wording(p, spec) for p in found
+                     if p.split(f"{option!r}: ", 1)[-1] not in known]  # fmt: skip
+    return {kind: args}, problems
 
 
-def _check_scheduler(spec: SweepSpec, where: str) -> None:
+def _check_scheduler(spec: SweepSpec, epochs: int | None, where: str) -> list[str]:
+    """Fill in the scheduler's defaults; its problems (max_t checked when `epochs` is known)."""
     sched = {"type": "fifo", **spec.scheduler}
-    if sched["type"] not in ("asha", "fifo"):
-        raise UserError(f"{where}: scheduler.type must be 'asha' or 'fifo', got {sched['type']!r}"
-                        f"{suggest(str(sched['type']), ('asha', 'fifo'))}")  # fmt: skip
-    if sched["type"] == "asha":
-        epochs = spec.epochs
-        sched.setdefault("max_t", epochs)
-        sched.setdefault("grace_period", 1)
-        sched.setdefault("reduction_factor", 2)
-        if not 1 <= sched["grace_period"] <= sched["max_t"]:
-            raise UserError(f"{where}: scheduler.grace_period must be in [1, max_t="
-                            f"{sched['max_t']}], got {sched['grace_period']}")  # fmt: skip
-        if sched["reduction_factor"] <= 1:
-            raise UserError(f"{where}: scheduler.reduction_factor must be > 1, "
-                            f"got {sched['reduction_factor']}")  # fmt: skip
-        if sched["max_t"] > epochs:
-            raise UserError(f"{where}: scheduler.max_t {sched['max_t']} exceeds base.epochs "
-                            f"{epochs}; trials never reach it, lower max_t")  # fmt: skip
     spec.scheduler = sched
+    if sched["type"] not in ("asha", "fifo"):
+        return [f"{where}: scheduler.type must be 'asha' or 'fifo', got {sched['type']!r}"
+                f"{suggest(str(sched['type']), ('asha', 'fifo'))}"]  # fmt: skip
+    if sched["type"] != "asha":
+        return []
+    problems = []
+    sched.setdefault("max_t", epochs or 1)
+    sched.setdefault("grace_period", 1)
+    sched.setdefault("reduction_factor", 2)
+    if not 1 <= sched["grace_period"] <= sched["max_t"]:
+        problems.append(f"{where}: scheduler.grace_period must be in [1, max_t="
+                        f"{sched['max_t']}], got {sched['grace_period']}")  # fmt: skip
+    if sched["reduction_factor"] <= 1:
+        problems.append(f"{where}: scheduler.reduction_factor must be > 1, "
+                        f"got {sched['reduction_factor']}")  # fmt: skip
+    if epochs is not None and sched["max_t"] > epochs:
+        problems.append(f"{where}: scheduler.max_t {sched['max_t']} exceeds base.epochs "
+                        f"{epochs}; trials never reach it, lower max_t")  # fmt: skip
+    return problems
 
 
-def _check_resources(spec: SweepSpec, where: str) -> None:
+def _check_resources(spec: SweepSpec, where: str) -> list[str]:
+    """Fill in the resources', failure's and checkpoint's defaults; their problems."""
     res = {"workers_per_trial": 1, "gpus_per_worker": 0, "cpus_per_worker": 1, **spec.resources}
-    for key in ("workers_per_trial", "cpus_per_worker"):
-        if res[key] <= 0:
-            raise UserError(f"{where}: resources.{key} must be > 0, got {res[key]}")
+    problems = [f"{where}: resources.{key} must be > 0, got {res[key]}"
+                for key in ("workers_per_trial", "cpus_per_worker") if res[key] <= 0]  # fmt: skip
     if res["gpus_per_worker"] < 0:
-        raise UserError(f"{where}: resources.gpus_per_worker must be >= 0")
+        problems.append(f"{where}: resources.gpus_per_worker must be >= 0")
     if res.get("max_concurrent_trials", 1) < 1:
-        raise UserError(f"{where}: resources.max_concurrent_trials must be >= 1")
-    batch = Config.from_flat(spec.base).optim.batch_size
-    if batch % res["workers_per_trial"]:
-        raise UserError(f"{where}: base.batch_size {batch} is not divisible by "
-                        f"resources.workers_per_trial {res['workers_per_trial']}")  # fmt: skip
-    spec.resources = res
+        problems.append(f"{where}: resources.max_concurrent_trials must be >= 1")
+    # a batch size not divisible by workers_per_trial is refused by each trial's config
+    # (num_workers = workers_per_trial, see space.trial_flat_config)
+    spec.resources = res if not problems else {**res, "workers_per_trial": 1}
     spec.failure = {"max_retries": 1, **spec.failure}
     spec.checkpoint = {"every": 1, "keep": 2, **spec.checkpoint}
+    return problems

@@ -1,14 +1,23 @@
-"""`validate`: expand a sweep's space and build every distinct architecture, without data or Ray."""
+"""`validate`: expand a sweep's space and build every distinct architecture, without data or Ray.
+
+Every problem of the file is collected (across keys and trials) and reported at once,
+one line each; `EXTRA_CHECKS` is where other checks of a parsed sweep add theirs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sepconc.data import dataset_spec
 from sepconc.errors import UserError
 from sepconc.model import expected_parameter_count
-from sepconc.sweep.space import architecture_variants, describe, trial_count
+from sepconc.sweep.space import architecture_variants, trial_count, trial_flat_config
 from sepconc.sweep.spec import SweepSpec
+
+# Further checks of a parsed sweep (e.g. its resources against the cluster): each takes the
+# spec and returns its problems, one line each; `validate_sweep` reports them with the rest.
+EXTRA_CHECKS: list[Callable[[SweepSpec], list[str]]] = []
 
 
 @dataclass
@@ -18,28 +27,40 @@ class Variant:
 
 
 def validate_sweep(spec: SweepSpec, build: bool = True) -> list[Variant]:
-    """Every distinct architecture's parameter count; `UserError` naming the trial if impossible.
+    """Every distinct architecture's parameter count.
 
-    With `build`, each architecture is also instantiated (on CPU) and its real
-    parameter count compared with the formula.
+    Raises `UserError` listing every impossible trial (naming it with the values it
+    uses) and every problem of `EXTRA_CHECKS`, one line each. With `build`, each
+    architecture is also instantiated (on CPU) and its real parameter count compared
+    with the formula.
     """
-    variants, seen, built = [], {}, set()
-    for params, config in architecture_variants(spec):
-        d = config.data
-        shape, classes = dataset_spec(d.dataset, d.nb_classes, d.compact_head)
-        key = repr((config.model, shape, classes))
-        # The non-linearity has no parameters: one build serves all of its variants.
-        layout = repr((replace(config.model, non_linearity="", zero_bias=False), shape, classes))
-        label = describe(params)
+    variants, seen, built, problems = [], {}, set(), []
+    for variant in architecture_variants(spec):
+        problems += variant.problems
+        config = variant.config
+        if config is None:
+            continue
         try:
+            d = config.data
+            shape, classes = dataset_spec(d.dataset, d.nb_classes, d.compact_head)
+            key = repr((config.model, shape, classes))
+            # The non-linearity has no parameters: one build serves all of its variants.
+            layout = repr(
+                (replace(config.model, non_linearity="", zero_bias=False), shape, classes)
+            )
             if key not in seen:
                 seen[key] = expected_parameter_count(config.model, shape, classes)
             if build and layout not in built:
                 _check_built(config, shape, classes, seen[key])
                 built.add(layout)
         except UserError as exc:
-            raise UserError(f"trial {label}: {exc}") from None
-        variants.append(Variant(label, seen[key]))
+            problems += [f"trial {variant.label}: {line}" for line in str(exc).splitlines()]
+            continue
+        variants.append(Variant(variant.label, seen[key]))
+    for check in EXTRA_CHECKS:
+        problems += check(spec)
+    if problems:
+        raise UserError("\n".join(dict.fromkeys(problems)))
     return variants
 
 
@@ -53,6 +74,9 @@ def _check_built(config, shape, classes, expected: int) -> None:
 
 
 def summary_lines(spec: SweepSpec, variants: list[Variant]) -> list[str]:
+    """What `validate` prints: trials, resources, seeds, padded lists, then each variant."""
+    from sepconc.config import Config
+
     res = spec.resources
     lines = [
         f"sweep {spec.name}: {trial_count(spec)} trials, {len(variants)} distinct configurations",
@@ -61,6 +85,14 @@ def summary_lines(spec: SweepSpec, variants: list[Variant]) -> list[str]:
         + (f" (grace {spec.scheduler['grace_period']}, rf {spec.scheduler['reduction_factor']}, "
            f"max_t {spec.scheduler['max_t']})" if spec.scheduler["type"] == "asha" else ""),
     ]  # fmt: skip
+    if "seed" in spec.search:
+        pass  # shown with each variant
+    elif "seed" in spec.base:
+        lines.append(f"seed: {spec.base['seed']} in every trial")
+    else:
+        lines.append("seed: drawn per trial (samples > 1), logged with it")
+    for note in Config.from_flat(trial_flat_config(spec, {})).notes:
+        lines.append(f"base {note}")
     for v in variants:
         lines.append(f"  {v.params}: parameters {v.parameters:,}")
     return lines

@@ -181,10 +181,11 @@ def log_params(client, run_id: str, params: dict[str, Any]) -> None:
 
 
 def param_text(value: Any) -> str:
-    """A parameter as text that `yaml.safe_load` reads back to the same value."""
-    import json
+    """A parameter as one line of YAML that `sepconc.yamlio.load_yaml` reads back with the
+    same type and value (`relu`, `'1e-3'` for that string, `1.0e-05`, `[64, 128]`, `null`)."""
+    from sepconc.yamlio import dump_inline
 
-    return value if isinstance(value, str) else json.dumps(value)
+    return dump_inline(value)
 
 
 def last_logged_step(client, run_id: str, key: str = "val_acc1") -> int:
