@@ -107,7 +107,7 @@ def train_epoch(
         sums.add(loss, logits, target)
         if step % print_freq == 0:
             _check_finite(loss, epoch, step)
-            log.debug("epoch %d step %d loss %.4f", epoch, step, loss.item())
+            log.debug("epoch %d step %d loss %.4f", epoch, step, loss.detach().item())
         if progress is not None:
             progress(images.shape[0])
     _check_finite(sums.loss, epoch, step)
@@ -115,7 +115,7 @@ def train_epoch(
 
 
 def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
-    value = float(loss)
+    value = float(loss.detach())  # no autograd warning: only the number is read
     if not math.isfinite(value):
         raise TrainingDiverged(
             f"loss became {value} at epoch {epoch} (step {step}); lower the learning rate "

@@ -68,7 +68,8 @@ def architecture_variants(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], Con
 
 
 def _describe(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items()) or "(base)"
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in params.items()) or "(base)"  # fmt: skip
 
 
 def describe(params: dict[str, Any]) -> str:
