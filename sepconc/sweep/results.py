@@ -17,6 +17,8 @@ import yaml
 from sepconc.config import FIELD_SECTION, Config
 from sepconc.errors import UserError
 from sepconc.sweep.driver import read_meta
+from sepconc.sweep.reproduce import NOT_EXPORTED, run_settings
+from sepconc.sweep.spec import load_sweep
 from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL
 
 # Internal per-trial settings that are not part of what the user swept.
@@ -43,8 +45,6 @@ def _last_block(metrics: dict[str, float]) -> str | None:
 
 def sweep_objective(name: str, runs_dir: str | Path = "runs") -> tuple[str, str]:
     """The sweep's `metric` and `mode`, from the sweep file it was launched with."""
-    from sepconc.sweep.spec import load_sweep
-
     meta = read_meta(name, runs_dir)
     spec = load_sweep(Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml",
                       meta.get("overrides", []), name)  # fmt: skip
@@ -110,13 +110,21 @@ def best_trials(name: str, k: int = 1, runs_dir: str | Path = "runs") -> list[di
 
 
 def export_config(name: str, run_id: str, out: Path, runs_dir: str | Path = "runs") -> Config:
-    """Write the trial's full training config as YAML that `train --config` retrains."""
+    """Write the trial's full training config as YAML that `train --config` retrains.
+
+    Exported: every field that changes the trial's numbers (`num_workers`, `seed`, `device`,
+    `cache`, `phase_method`, ...), not the per-run plumbing (`reproduce.NOT_EXPORTED`).
+    """
     from mlflow.tracking import MlflowClient
 
     meta = read_meta(name, runs_dir)
     run = MlflowClient(meta["tracking_uri"]).get_run(run_id)
     flat = {k: yaml.safe_load(v) for k, v in run.data.params.items()
-            if k in FIELD_SECTION and k not in HIDDEN_PARAMS}  # fmt: skip
+            if k in FIELD_SECTION and k not in NOT_EXPORTED}  # fmt: skip
+    if "num_workers" not in flat:  # a run logged before the worker count was: the sweep's
+        spec = load_sweep(Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml",
+                          meta.get("overrides", []), name)  # fmt: skip
+        flat.update(run_settings(spec.base, flat, spec.workers, spec.gpus_per_worker))
     config = Config.from_flat(flat, where=f"trial {run_id}")
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
