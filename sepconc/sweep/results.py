@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,13 @@ def print_table(rows: list[dict], title: str = "") -> None:
     print(format_table(rows))
 
 
+FLOAT_TEXT = re.compile(r"^-?\d+(\.\d+)?([eE]-?\d+)?$")
+
+
 def _fmt(value) -> str:
+    """A cell: floats (and float parameters, logged as text) at 4 significant digits."""
+    if isinstance(value, str) and FLOAT_TEXT.match(value):
+        value = float(value)  # a sampled lr is logged as 0.003123456789012345
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
     return str(value)

@@ -62,8 +62,8 @@ def trial_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str
     from sepconc.sweep.reproduce import run_settings
 
     params = tune_config["params"]
-    flat = {**sweep["base"], **params,
-            **run_settings(sweep["base"], params, sweep["workers"], sweep["gpus_per_worker"])}
+    run = run_settings(sweep["base"], params, sweep["workers"], sweep["gpus_per_worker"])
+    flat = {**sweep["base"], **params, **run}  # num_workers, seed, device: as on its MLflow run
     flat.update(tracking=False,
                 checkpoint_every=sweep["checkpoint_every"], checkpoint_keep=sweep["checkpoint_keep"],
                 out=str(Path(sweep["trials_dir"]) / trial_id) if sweep["trials_dir"] else None)  # fmt: skip
