@@ -8,6 +8,8 @@ for the log file a long command attaches (`attach_log`, e.g. a sweep's
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
 from pathlib import Path
@@ -81,3 +83,40 @@ def detach_log(handler: logging.Handler | None) -> None:
     if handler is not None:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+class LogWriter(io.TextIOBase):
+    """A text stream whose lines become records of `logger` (for libraries that `print`)."""
+
+    def __init__(self, logger: logging.Logger, level: int = logging.INFO):
+        self.logger, self.level, self._partial = logger, level, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line.strip():
+                self.logger.log(self.level, line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial.strip():
+            self.logger.log(self.level, self._partial.rstrip())
+        self._partial = ""
+
+
+@contextlib.contextmanager
+def stdout_to_log(name: str):
+    """Lines `print`ed while the block runs go to logger `name` (the log file; `-v`: terminal)."""
+    writer = LogWriter(logging.getLogger(name))
+    try:
+        with contextlib.redirect_stdout(writer):
+            yield
+    finally:
+        writer.flush()

@@ -296,8 +296,15 @@ def test_refused_sweep_writes_nothing_and_the_fixed_file_starts(tmp_path):
     assert proc.stdout == ""
 
     digits_sweep(tmp_path, name, {"workers_per_trial": 2, "cpus_per_worker": 1})
-    out = check_ok(launch("sweep", str(path), "--runs-dir", str(runs)))
+    proc = launch("sweep", str(path), "--runs-dir", str(runs))
+    out = check_ok(proc)
     assert "1 trials" in out
+    # Quiet terminal: sepconc's lines only; Ray's and Tune's go to the sweep's log file.
+    for noise in ("Token authentication", "TensorBoard", "Configuration for experiment",
+                  "WARNING", "requires_grad"):  # fmt: skip
+        assert noise not in proc.stdout + proc.stderr, noise
+    assert all(" sepconc." in line for line in proc.stderr.splitlines()), proc.stderr
+    assert "TensorBoard" in (runs / "sweeps" / name / "driver.log").read_text()
     parents, children = sweep_runs(client_for(runs), name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 1 and children[0].data.tags["sepconc.status"] == "completed"

@@ -245,7 +245,7 @@ class ProgressCallback(Callback):
         row = self._state.setdefault(trial.trial_id, {"params": describe(
             trial.config.get("params", {})), "status": "PENDING", "epoch": 0, "metric": None})  # fmt: skip
         row.update(changes)
-        if sys.stdout.isatty():
+        if sys.__stdout__ is not None and sys.__stdout__.isatty():  # the terminal, not a redirect
             self._render()
 
     def _render(self) -> None:
@@ -259,7 +259,10 @@ class ProgressCallback(Callback):
             value = "" if row["metric"] is None else _number(row["metric"])
             table.add_row(trial_id, row["params"], row["status"], str(row["epoch"]), value)
         if self._live is None:
-            self._live = Live(table, refresh_per_second=2, transient=False)
+            from rich.console import Console
+
+            console = Console(file=sys.__stdout__)  # Tune's own prints are redirected to the log
+            self._live = Live(table, refresh_per_second=2, transient=False, console=console)
             self._live.start()
         self._live.update(table)
 

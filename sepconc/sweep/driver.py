@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sepconc.errors import UserError
-from sepconc.logs import adopt_library_loggers, attach_log, detach_log
+from sepconc.logs import adopt_library_loggers, attach_log, detach_log, stdout_to_log
 from sepconc.sweep.ray_join import check_address, held_stderr, join_cluster  # noqa: F401
 from sepconc.sweep.resources import (
     check_resources,
@@ -249,7 +249,8 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
         else:
             tuner = _new_tuner(spec, paths, meta, trainable)
         fitting = True
-        results = tuner.fit()
+        with stdout_to_log("ray.tune.output"):  # Tune prints its banner and hints: to the log
+            results = tuner.fit()
     except BaseException:
         if fresh and not fitting:
             discard_state(paths, meta)
