@@ -205,3 +205,27 @@ def test_loss_check_raises_no_autograd_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _check_finite(loss, 1, 1)
+
+
+def test_progress_says_stopped_at_epoch_and_rung_with_short_numbers(caplog):
+    from types import SimpleNamespace
+
+    from sepconc.sweep.callbacks import ProgressCallback
+    from sepconc.sweep.results import format_table
+
+    asha = {"type": "asha", "grace_period": 1, "reduction_factor": 2, "max_t": 4}
+    progress = ProgressCallback("val_acc1", 2, epochs=4, scheduler=asha)
+    weak = SimpleNamespace(trial_id="t1", config={"params": {"lr": 0.0031234567890123456}})
+    strong = SimpleNamespace(trial_id="t2", config={"params": {"lr": 0.05}})
+    with caplog.at_level(logging.INFO, logger="sepconc"):
+        progress.on_trial_start(0, [], weak)
+        progress.on_trial_result(0, [], weak, {"epoch": 2, "val_acc1": 80.123456})
+        progress.on_trial_complete(0, [], weak)
+        progress.on_trial_result(0, [], strong, {"epoch": 4, "val_acc1": 95.5})
+        progress.on_trial_complete(0, [], strong)
+    text = caplog.text
+    assert "trial t1 started: lr=0.003123" in text and "0.0031234567" not in text
+    assert "trial t1 stopped at epoch 2 (rung 2) by the scheduler: val_acc1=80.12" in text
+    assert "trial t2 finished: 4 epochs, val_acc1=95.5" in text
+    table = format_table([{"trial": "t1", "lr": "0.0031234567890123456", "run_id": "ab12"}])
+    assert "0.003123 " in table and "0.00312345" not in table
