@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def setup_logging(verbose: bool = False) -> None:
     terminal.addFilter(OwnRecords())
     root.addHandler(terminal)
     logging.captureWarnings(True)  # warnings.warn -> logger py.warnings -> the log file
+    # MLflow installs its own stderr handler at import unless told not to (then its records
+    # reach ours); Ray's is adopted after import (`adopt_library_loggers`).
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     adopt_library_loggers()
 
 
