@@ -229,3 +229,19 @@ def test_progress_says_stopped_at_epoch_and_rung_with_short_numbers(caplog):
     assert "trial t2 finished: 4 epochs, val_acc1=95.5" in text
     table = format_table([{"trial": "t1", "lr": "0.0031234567890123456", "run_id": "ab12"}])
     assert "0.003123 " in table and "0.00312345" not in table
+
+
+@pytest.mark.parametrize("change, expect", [
+    ({"storage": "{tmp}/blocker/sub"}, r"storage .*blocker/sub: .*blocker is not a folder"),
+    ({"tracking": {"uri": "sqlite:///{tmp}/blocker/m.db"}}, r"blocker is not a folder"),
+    ({"tracking": {"uri": "http://127.0.0.1:1"}}, r"tracking server http://127.0.0.1:1 is unreachable"),
+])  # fmt: skip
+def test_storage_and_tracking_refused_before_anything_is_written(tmp_path, change, expect):
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    path = write_sweep(tmp_path, {"workers_per_trial": 1, "cpus_per_worker": 1})
+    raw = yaml.safe_load(path.read_text())
+    raw.update(yaml.safe_load(yaml.safe_dump(change).replace("{tmp}", str(tmp_path))))
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match=expect):
+        driver.launch(str(path), runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
