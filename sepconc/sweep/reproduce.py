@@ -30,7 +30,12 @@ def run_settings(base: dict[str, Any], params: dict[str, Any], workers: int,
 
 def resolved_trial_config(base: dict[str, Any], params: dict[str, Any], workers: int,
                           gpus_per_worker: float) -> dict[str, Any]:  # fmt: skip
-    """Every field of the trial's config (defaults included) minus the per-run plumbing."""
-    flat = {**base, **params, **run_settings(base, params, workers, gpus_per_worker)}
-    resolved = Config.from_flat(flat, where="trial").to_flat()
+    """Every field of the trial's config (defaults included) minus the per-run plumbing.
+
+    Values the sweep file gives keep its spelling (`frame_width: 256`, not the padded
+    `[256]`: the same config, and the tables read as the file does).
+    """
+    settings = run_settings(base, params, workers, gpus_per_worker)
+    flat = {**base, **params, **settings}
+    resolved = {**Config.from_flat(flat, where="trial").to_flat(), **flat}
     return {k: v for k, v in resolved.items() if k not in NOT_EXPORTED}
