@@ -129,7 +129,7 @@ def train_epoch(
         sums.add(losses[:keep], logits[:keep], target[:keep])
         if step % print_freq == 0:  # every rank at the same steps: they stop together
             _check_finite(all_reduce_sum(loss.detach().clone()), epoch, step)
-            log.debug("epoch %d step %d loss %.4f", epoch, step, loss.item())
+            log.debug("epoch %d step %d loss %.4f", epoch, step, loss.detach().item())
         if progress is not None:
             progress(images.shape[0])
     result = sums.reduce()

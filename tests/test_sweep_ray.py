@@ -12,13 +12,18 @@ Proves:
   the end is `compare --csv`; `best --out` writes a config that `train --config` runs;
 - a driver SIGKILLed mid-sweep leaves no Ray process of its own behind, and `resume`
   finishes the sweep: the completed trial keeps its run id and metric history (not rerun),
-  one child run per trial (no duplicates), none left RUNNING.
+  one child run per trial (no duplicates), none left RUNNING;
+- a sweep whose resources the machine cannot meet is refused in one line (exit 2) with
+  nothing written (no runs/ folder, no MLflow run), and the same name starts once fixed;
+- `best --out` of a 2-worker DDP trial retrained with `train --config` (2 local DDP
+  processes) gives the trial's numbers at every epoch.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import signal
 import subprocess
@@ -257,3 +262,80 @@ def test_killed_driver_resumes_without_rerun_or_duplicates(tmp_path):
         assert run.info.status == "FINISHED", run.data.tags
         assert run.data.tags["sepconc.status"] == "completed"
         assert assert_steps(client, run) == 3
+
+
+# ---------------------------------------------------------------- refused start, retrain (16)
+
+DIGITS = {"dataset": "digits", "arch": "analysis", "frame_width": [16], "frame_kernel_size": [4],
+          "frame_stride": [4], "epochs": 2, "batch_size": 100, "lr": 0.05, "workers": 0,
+          "seed": 3, "device": "cpu", "stats_every": 1, "stats_probe_size": 100}  # fmt: skip
+
+
+def digits_sweep(tmp_path: Path, name: str, resources: dict, file: str = "sweep.yaml") -> Path:
+    spec = {"name": name, "base": DIGITS, "search": {"lr": {"grid": [0.05]}},
+            "scheduler": {"type": "fifo"}, "resources": resources}  # fmt: skip
+    path = tmp_path / file
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_refused_sweep_writes_nothing_and_the_fixed_file_starts(tmp_path):
+    """Resources this machine cannot meet: exit 2, one line, nothing under runs/, no MLflow
+    run; the same name then starts once the file is fixed."""
+    runs = tmp_path / "runs"
+    name = "refused"
+    path = digits_sweep(tmp_path, name, {"workers_per_trial": 2, "cpus_per_worker": 512,
+                                         "gpus_per_worker": 1})  # fmt: skip
+    proc = launch("sweep", str(path), "--runs-dir", str(runs), timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: resources:"), proc.stderr
+    assert "cpus_per_worker 512" in lines[0] and "resources: auto" in lines[0]
+    assert not runs.exists(), sorted(str(p) for p in runs.rglob("*"))
+    assert proc.stdout == ""
+
+    digits_sweep(tmp_path, name, {"workers_per_trial": 2, "cpus_per_worker": 1})
+    proc = launch("sweep", str(path), "--runs-dir", str(runs))
+    out = check_ok(proc)
+    assert "1 trials" in out
+    # Quiet terminal: sepconc's lines only; Ray's and Tune's go to the sweep's log file.
+    for noise in ("Token authentication", "TensorBoard", "Configuration for experiment",
+                  "WARNING", "requires_grad"):  # fmt: skip
+        assert noise not in proc.stdout + proc.stderr, noise
+    assert all(" sepconc." in line for line in proc.stderr.splitlines()), proc.stderr
+    assert "TensorBoard" in (runs / "sweeps" / name / "driver.log").read_text()
+    parents, children = sweep_runs(client_for(runs), name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 1 and children[0].data.tags["sepconc.status"] == "completed"
+
+
+@pytest.mark.slow
+def test_best_export_retrains_the_trial_epoch_for_epoch(tmp_path):
+    """A 2-worker DDP trial (Ray Train) -> `best --out` -> `train --config` (2 local DDP
+    processes): the same numbers at every epoch, not merely close."""
+    runs = tmp_path / "runs"
+    name = "retrain"
+    path = digits_sweep(tmp_path, name, {"workers_per_trial": 2, "cpus_per_worker": 1})
+    check_ok(launch("sweep", str(path), "--runs-dir", str(runs)))
+    client = client_for(runs)
+    _, children = sweep_runs(client, name)
+    (trial,) = children
+    params = trial.data.params
+    assert (params["num_workers"], params["seed"], params["device"]) == ("2", "3", "cpu")
+    assert {"cache", "phase_method", "batch_size"} <= set(params)
+
+    best = tmp_path / "best.yaml"
+    check_ok(launch("best", name, "--out", str(best), "--runs-dir", str(runs)))
+    exported = yaml.safe_load(best.read_text())
+    assert (exported["num_workers"], exported["seed"], exported["device"]) == (2, 3, "cpu")
+    retrain = tmp_path / "retrain"
+    check_ok(launch("train", "--config", str(best), "--no-tracking", "--out", str(retrain),
+                    timeout=240))  # fmt: skip
+    rows = [json.loads(line) for line in (retrain / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "train_acc1", "val_loss", "val_acc1", "block1/fisher"):
+        trial_values = [v for _, v, _ in history(client, trial.info.run_id, key)]
+        retrain_values = [r[key] for r in rows]
+        print(key, "trial", trial_values, "retrain", retrain_values)
+        assert retrain_values == pytest.approx(trial_values, rel=1e-6, abs=1e-6), key

@@ -60,7 +60,7 @@ def test_rank_by_the_sweeps_metric_and_mode(tmp_path, capsys):
     config = export_config("loss", best["run_id"], out, runs)
     assert config.optim.lr == 0.1 and config.run.seed == 5
     exported = yaml.safe_load(out.read_text())
-    assert exported["frame_width"] == [16] and "num_workers" not in exported
+    assert exported["frame_width"] == [16] and exported["num_workers"] == 2  # logged by the trial
 
     from sepconc.cli import main
 

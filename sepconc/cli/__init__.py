@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from sepconc.errors import UserError
+from sepconc.logs import setup_logging
 
 # Command name -> module under sepconc.cli (imported lazily: `train --help` must not import Ray).
 COMMANDS = {
@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="launch.py",
         description="sepconc: train and sweep separation/concentration networks.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, and every library's lines (Ray, MLflow, warnings) on the terminal",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     registered = set()
     for module_name in dict.fromkeys(COMMANDS.values()):
@@ -56,11 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(args.verbose)  # sepconc's lines on the terminal; libraries' in log files
     try:
         return int(args.func(args) or 0)
     except UserError as exc:  # one line per problem (validate lists every problem of a file)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def register(sub) -> None:
@@ -33,6 +34,16 @@ def register(sub) -> None:
     v.add_argument("--no-build", dest="build", action="store_false",
                    help="check shapes and parameter counts by formula only (fast): do not "
                         "instantiate the models")  # fmt: skip
+    v.add_argument(
+        "--fix-resources",
+        action="store_true",
+        help="print a resources: line that fits this machine (or --address)",
+    )
+    v.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="check resources against this Ray cluster (default: this machine)",
+    )
     v.set_defaults(func=run_validate)
 
     r = sub.add_parser("resume", help="continue an interrupted sweep")
@@ -48,6 +59,13 @@ def register(sub) -> None:
     )
     r.add_argument("--address", default=os.environ.get("RAY_ADDRESS"))
     r.add_argument("--runs-dir", default="runs")
+    change = r.add_mutually_exclusive_group()
+    change.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="change the stored sweep file, e.g. --set resources.cpus_per_worker=1 "
+                             "(its trials must include the old ones)")  # fmt: skip
+    change.add_argument("--file", help="continue with this sweep file instead of the stored one "
+                                       "(its trials must include the old ones)")  # fmt: skip
     r.set_defaults(func=run_resume)
 
 
@@ -66,7 +84,8 @@ def run_resume(args: argparse.Namespace) -> int:
     from sepconc.sweep.driver import resume
 
     mode = "retry" if args.retry_errored else "restart" if args.restart_errored else None
-    return _print_summary(resume(args.name, mode, args.address, args.runs_dir), args.runs_dir)
+    summary = resume(args.name, mode, args.address, args.runs_dir, args.overrides, args.file)
+    return _print_summary(summary, args.runs_dir)
 
 
 def _print_summary(summary: dict, runs_dir: str) -> int:
@@ -86,10 +105,20 @@ def _print_summary(summary: dict, runs_dir: str) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from sepconc.errors import UserError
+    from sepconc.sweep.resources import validate_resources
     from sepconc.sweep.spec import load_sweep
     from sepconc.sweep.validate import summary_lines, validate_sweep
 
     spec = load_sweep(args.file, args.overrides)
-    for line in summary_lines(spec, validate_sweep(spec, build=args.build)):
-        print(line)
-    return 0
+    problems = validate_resources(spec, args.address, args.fix_resources)
+    try:
+        variants = validate_sweep(spec, build=args.build)
+    except UserError as exc:  # every impossible trial: listed with the resource problems
+        problems = str(exc).splitlines() + problems
+    else:
+        for line in summary_lines(spec, variants):
+            print(line)
+    for line in problems:
+        print(line if line.startswith("hint:") else f"error: {line}", file=sys.stderr)
+    return 2 if problems else 0

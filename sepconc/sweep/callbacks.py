@@ -22,6 +22,7 @@ from typing import Any
 from ray.tune import Callback
 
 from sepconc.errors import clean_reason, fit_line
+from sepconc.sweep.reproduce import resolved_trial_config
 from sepconc.sweep.space import describe
 from sepconc.tracking.store import (
     PARENT,
@@ -52,9 +53,20 @@ def asha_rungs(scheduler: dict[str, Any]) -> list[int]:
     return rungs
 
 
+def completion(last: int, target: int, scheduler: dict[str, Any]) -> tuple[str, int | None]:
+    """How a trial that ended without error ended: ("completed", None) when it reached
+    `target` epochs, else ("early_stopped", the ASHA rung it stopped at)."""
+    if last >= target:
+        return "completed", None
+    rungs = [r for r in asha_rungs(scheduler) if r <= last]
+    return "early_stopped", rungs[-1] if rungs else last
+
+
 class MlflowSweepCallback(Callback):
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str,
-                 base: dict[str, Any], epochs: int, scheduler: dict[str, Any]):  # fmt: skip
+                 base: dict[str, Any], epochs: int, scheduler: dict[str, Any],
+                 workers: int = 1, gpus_per_worker: float = 0):  # fmt: skip
+        self.workers, self.gpus_per_worker = workers, gpus_per_worker
         self.uri, self.experiment_id, self.parent = uri, experiment_id, parent_run_id
         self.sweep, self.base, self.epochs, self.scheduler = sweep, base, epochs, scheduler
         self._client = None
@@ -98,7 +110,10 @@ class MlflowSweepCallback(Callback):
                     TAG_TRIAL: trial.trial_id, TAG_STATUS: "running"}  # fmt: skip
             run = self.client.create_run(self.experiment_id, run_name=_run_name(trial), tags=tags)
             run_id = run.info.run_id
-            log_params(self.client, run_id, {**self.base, **params})
+            # The trial's whole resolved config: `best --out` exports it for a retrain.
+            log_params(self.client, run_id, resolved_trial_config(
+                self.base, params, getattr(self, "workers", 1),
+                getattr(self, "gpus_per_worker", 0)))  # fmt: skip
             self._logged[run_id] = 0
         self._runs[trial.trial_id] = run_id
         return run_id
@@ -170,12 +185,10 @@ class MlflowSweepCallback(Callback):
         run_id = self.run_for(trial)
         last = last or last_logged_step(self.client, run_id)
         target = int(trial.config.get("params", {}).get("epochs", self.epochs))
-        if last >= target:
-            self.client.set_tag(run_id, TAG_STATUS, "completed")
-        else:
-            rungs = [r for r in asha_rungs(self.scheduler) if r <= last]
-            self.client.set_tag(run_id, TAG_STATUS, "early_stopped")
-            self.client.set_tag(run_id, TAG_RUNG, str(rungs[-1] if rungs else last))
+        status, rung = completion(last, target, self.scheduler)
+        self.client.set_tag(run_id, TAG_STATUS, status)
+        if rung is not None:
+            self.client.set_tag(run_id, TAG_RUNG, str(rung))
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -209,11 +222,17 @@ def _error_line(trial) -> str:
     return fit_line(lines[-1], 500) if lines else "unknown error"
 
 
+def _number(value) -> str:
+    """A metric as the table shows it: 4 significant digits, '-' when not reported yet."""
+    return "-" if value is None else f"{value:.4g}"
+
+
 class ProgressCallback(Callback):
     """A line per trial event (and a live table on a terminal) while the sweep runs."""
 
-    def __init__(self, metric: str, total: int):
+    def __init__(self, metric: str, total: int, epochs: int = 0, scheduler=None):
         self.metric, self.total = metric, total
+        self.epochs, self.scheduler = epochs, scheduler or {"type": "fifo"}
         self._state: dict[str, dict[str, Any]] = {}
         self._live = None
 
@@ -226,7 +245,7 @@ class ProgressCallback(Callback):
         row = self._state.setdefault(trial.trial_id, {"params": describe(
             trial.config.get("params", {})), "status": "PENDING", "epoch": 0, "metric": None})  # fmt: skip
         row.update(changes)
-        if sys.stdout.isatty():
+        if sys.__stdout__ is not None and sys.__stdout__.isatty():  # the terminal, not a redirect
             self._render()
 
     def _render(self) -> None:
@@ -237,10 +256,13 @@ class ProgressCallback(Callback):
         for column in ("trial", "params", "status", "epoch", self.metric):
             table.add_column(column)
         for trial_id, row in sorted(self._state.items()):
-            value = "" if row["metric"] is None else f"{row['metric']:.4g}"
+            value = "" if row["metric"] is None else _number(row["metric"])
             table.add_row(trial_id, row["params"], row["status"], str(row["epoch"]), value)
         if self._live is None:
-            self._live = Live(table, refresh_per_second=2, transient=False)
+            from rich.console import Console
+
+            console = Console(file=sys.__stdout__)  # Tune's own prints are redirected to the log
+            self._live = Live(table, refresh_per_second=2, transient=False, console=console)
             self._live.start()
         self._live.update(table)
 
@@ -250,12 +272,22 @@ class ProgressCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._update(trial, epoch=result.get("epoch"), metric=result.get(self.metric))
-        log.info("trial %s epoch %s %s=%.4g", trial.trial_id, result.get("epoch"), self.metric,
-                 result.get(self.metric, float("nan")))  # fmt: skip
+        log.info("trial %s epoch %s %s=%s", trial.trial_id, result.get("epoch"), self.metric,
+                 _number(result.get(self.metric)))  # fmt: skip
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._update(trial, status="DONE")
-        log.info("trial %s finished", trial.trial_id)
+        row = self._state.get(trial.trial_id, {})
+        last = int(row.get("epoch") or 0)
+        target = int(trial.config.get("params", {}).get("epochs", self.epochs))
+        status, rung = completion(last, target, self.scheduler)
+        if status == "completed":
+            self._update(trial, status="DONE")
+            log.info("trial %s finished: %d epochs, %s=%s", trial.trial_id, last, self.metric,
+                     _number(row.get("metric")))  # fmt: skip
+        else:
+            self._update(trial, status="STOPPED")
+            log.info("trial %s stopped at epoch %d (rung %d) by the scheduler: %s=%s",
+                     trial.trial_id, last, rung, self.metric, _number(row.get("metric")))  # fmt: skip
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._update(trial, status="ERROR")

@@ -1,9 +1,10 @@
-"""Run, resume and locate sweeps: Ray start/join, the Tuner, the MLflow parent run.
+"""Run, resume and locate sweeps: checks, Ray start/join, the Tuner, the MLflow parent run.
 
 Layout (all under the runs folder, default `./runs`, unless `storage:` moves the
 heavy parts to a shared path or `s3://`):
 - `runs/sweeps/<name>/sweep.yaml`   the sweep file as launched (resume reads it)
 - `runs/sweeps/<name>/sweep.json`   where its state and runs live (tracking URI, parent run)
+- `runs/sweeps/<name>/driver.log`   everything Ray, Tune and the libraries said (`-v` shows it)
 - `<storage>/tune/<name>/`          Ray Tune's experiment state
 - `<storage>/train/<name>/trial-<id>/`  each trial's Ray Train run and checkpoints
 - `<storage>/trials/<name>/<id>/`   each trial's sepconc run folder (local storage only)
@@ -12,31 +13,37 @@ heavy parts to a shared path or `s3://`):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import socket
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from sepconc.errors import UserError, clean_reason
-from sepconc.sweep.spec import SweepSpec, check_name, load_sweep
-from sepconc.tracking.store import (
-    TAG_KIND,
-    TAG_SWEEP,
-    TAG_SWEEP_HASH,
-    default_tracking_uri,
-    experiment_id,
-    is_local_store,
-    open_client,
-    tracking_client,
+from sepconc.errors import UserError
+from sepconc.logs import adopt_library_loggers, attach_log, detach_log, stdout_to_log
+from sepconc.sweep.ray_join import check_address, held_stderr, join_cluster  # noqa: F401
+from sepconc.sweep.resources import (
+    check_resources,
+    cluster_totals,
+    describe_totals,
+    fit_resources,
+    local_totals,
+    ray_totals,
+    resources_line,
 )
+from sepconc.sweep.spec import SweepSpec, check_name, load_sweep
+from sepconc.sweep.sweep_state import (
+    check_storage,
+    check_tracking,
+    create_state,
+    discard_state,
+    is_stale,
+    trials_problem,
+    tune_state_exists,
+)
+from sepconc.tracking.store import default_tracking_uri, open_client, tracking_client
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,7 @@ def read_meta(name: str, runs_dir: str | Path = "runs") -> dict[str, Any]:
     check_name(name)
     meta = Path(runs_dir).resolve() / "sweeps" / name / "sweep.json"
     if not meta.is_file():
-        known = sorted(p.name for p in (Path(runs_dir) / "sweeps").glob("*") if p.is_dir())
+        known = sorted(p.parent.name for p in (Path(runs_dir) / "sweeps").glob("*/sweep.json"))
         hint = f"known sweeps: {', '.join(known)}" if known else "no sweep has run in this folder"
         raise UserError(f"no sweep named '{name}' in {Path(runs_dir)}/sweeps ({hint}); "
                         f"check the name or --runs-dir")  # fmt: skip
@@ -80,7 +87,7 @@ def read_meta(name: str, runs_dir: str | Path = "runs") -> dict[str, Any]:
 
 
 def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
-    """Embedded local Ray, or join the cluster at `address`; refuse impossible resources."""
+    """Embedded local Ray, or join the cluster at `address`; refuse what it cannot run."""
     import ray
 
     from sepconc.sweep.trial import RAY_ENV
@@ -88,107 +95,23 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
     # Ray's own variables: a value the user exported wins over ours (and reaches the trials).
     env = {"env_vars": {key: os.environ.get(key, value) for key, value in RAY_ENV.items()}}
     if address:
-        check_address(address)  # Ray's own connect retries for long and prints many lines
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # a token-auth cluster needs it set
-        from ray.exceptions import AuthenticationError
-
-        refused = (f"Ray cluster at {address} refused this machine's auth token (none here, or "
-                   f"not the cluster's); copy the head's ~/.ray/auth_token here or point "
-                   f"RAY_AUTH_TOKEN_PATH at it (RAY_AUTH_MODE=disabled for a cluster without "
-                   f"auth)")  # fmt: skip
-        # A refused join retries for ~20 s, one C++ warning a second on fd 2: held back,
-        # read for the cause, and replayed only when the join succeeds.
-        with held_stderr() as held:
-            try:
-                ray.init(address=address, runtime_env=env, logging_level=logging.WARNING,
-                         log_to_driver=False)  # fmt: skip
-            except AuthenticationError:
-                raise UserError(refused) from None
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                if "InvalidAuthToken" in held.read():
-                    raise UserError(refused) from None
-                raise UserError(f"cannot join Ray cluster at {address} ({clean_reason(exc)}); "
-                                f"check the address (ray status), the auth token and that this "
-                                f"Ray is the cluster's version, or drop --address") from None  # fmt: skip
-            replay = held.read()
-        sys.stderr.write(replay)  # fd 2 is back
+        join_cluster(address, runtime_env=env)
     else:
         os.environ.update(env["env_vars"])
         # address="local": always a new embedded instance. A bare ray.init() would join the
         # cluster named in /tmp/ray/ray_current_cluster (the last `ray start` on this host),
-        # and hang for minutes when that cluster has ended.
-        ray.init(address="local", runtime_env=env, logging_level=logging.WARNING,
-                 log_to_driver=False,
-                 include_dashboard=True, dashboard_host="127.0.0.1")  # fmt: skip
-    check_resources(spec, ray.cluster_resources(), len(ray.nodes()), paths)
-
-
-class HeldStderr:
-    """File descriptor 2 (C++ logs included) sent to a temporary file; `read()` its text."""
-
-    def __init__(self, file):
-        self.file = file
-
-    def read(self) -> str:
-        sys.stderr.flush()
-        self.file.seek(0)
-        return self.file.read().decode(errors="replace")
-
-
-@contextlib.contextmanager
-def held_stderr():
-    """Hold back everything written to fd 2 while the block runs (the file is then deleted)."""
-    with tempfile.TemporaryFile() as file:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(file.fileno(), 2)
-        try:
-            yield HeldStderr(file)
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def check_address(address: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when nothing listens at a Ray `--address`, before `ray.init`.
-
-    A plain TCP connect to `HOST:PORT` (or `ray://HOST:PORT`); `auto` and `local` are
-    left to Ray. Nothing is sent, nothing is started.
-    """
-    if address in ("auto", "local"):
-        return
-    try:
-        parts = urlsplit("//" + address.split("://", 1)[-1])
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = port = None
-    if not host or port is None:
-        raise UserError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379 or "
-                        f"ray://10.0.0.5:10001); fix it or drop --address")  # fmt: skip
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise UserError(f"cannot reach Ray cluster at {address} ({exc.strerror or exc}); start it "
-                        f"(`ray up cluster.yaml` or `ray start --head`), check the address with "
-                        f"`ray status`, or drop --address") from None  # fmt: skip
-
-
-def check_resources(spec: SweepSpec, total: dict[str, float], nodes: int, paths) -> None:
-    need_cpu = spec.workers * spec.cpus_per_worker
-    need_gpu = spec.workers * spec.gpus_per_worker
-    if need_cpu > total.get("CPU", 0) or need_gpu > total.get("GPU", 0):
-        raise UserError(
-            f"a trial needs {need_cpu:g} CPU and {need_gpu:g} GPU (workers_per_trial "
-            f"{spec.workers} x cpus/gpus_per_worker) but the cluster has {total.get('CPU', 0):g} "
-            f"CPU and {total.get('GPU', 0):g} GPU; lower resources or add nodes"
-        )
-    if nodes > 1 and paths.local_storage and paths.storage.startswith(str(paths.runs_dir)):
-        raise UserError(
-            f"storage {paths.storage} is a node-local path but the cluster has {nodes} nodes; "
-            f"set storage: to a shared path (NFS) or s3://bucket/prefix in the sweep file"
-        )
+        # and hang for minutes when that cluster has ended. Its start-up lines go to the log.
+        with held_stderr() as held:
+            ray.init(address="local", runtime_env=env, logging_level=logging.WARNING,
+                     log_to_driver=False,
+                     include_dashboard=True, dashboard_host="127.0.0.1")  # fmt: skip
+            said = held.read()
+        if said.strip():
+            log.debug("Ray start-up:\n%s", said.rstrip())
+    adopt_library_loggers()  # ray.init may install its handlers again
+    totals = ray_totals()
+    check_resources(spec, address, totals)
+    check_storage(paths, int(totals["nodes"]))
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
@@ -204,75 +127,111 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
     return {"CPU": 0, "memory": 1}
 
 
-def parent_run(client, exp_id: str, spec: SweepSpec, meta_dir: Path) -> str:
-    """The sweep's parent run: reused if it exists, else created with the sweep file attached."""
-    found = client.search_runs(
-        [exp_id],
-        filter_string=f"tags.`{TAG_SWEEP}` = '{spec.name}' and tags.`{TAG_KIND}` = 'sweep'",
-    )
-    if found:
-        run_id = found[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-        return run_id
-    run = client.create_run(exp_id, run_name=spec.name, tags={
-        TAG_KIND: "sweep", TAG_SWEEP: spec.name, TAG_SWEEP_HASH: spec.content_hash,
-        "mlflow.note.content": spec.description})  # fmt: skip
-    client.log_artifact(run.info.run_id, str(meta_dir / "sweep.yaml"))
-    return run.info.run_id
+def _quiet_libraries() -> None:
+    """Import Ray and MLflow now, then send their own stderr handlers' lines to the log file."""
+    import mlflow  # noqa: F401
+    import ray  # noqa: F401
+
+    adopt_library_loggers()
 
 
-def launch(path: str, overrides=(), name=None, address=None, tracking_uri=None,
+def preflight(spec: SweepSpec, paths: SweepPaths, address: str | None, uri: str) -> None:
+    """Every check that can refuse the sweep, before anything is written: resources (fitted
+    first for `resources: auto`), storage, the tracking store. `--address`: a short join."""
+    totals = cluster_totals(address) if address else local_totals()
+    if spec.auto_resources:
+        spec.resources = {**spec.resources, **fit_resources(_batch_size(spec), totals)}
+        log.info("resources: auto -> %s (%s)", resources_line(spec.resources)[11:],
+                 describe_totals(totals, address))  # fmt: skip
+    check_resources(spec, address, totals)
+    check_storage(paths, int(totals["nodes"]))
+    check_tracking(uri)
+
+
+def _batch_size(spec: SweepSpec) -> int:
+    from sepconc.config import Config
+
+    return Config.from_flat(spec.base).optim.batch_size
+
+
+def launch(path, overrides=(), name=None, address=None, tracking_uri=None,
            runs_dir: str | Path = "runs") -> dict[str, Any]:  # fmt: skip
-    """`launch.py sweep FILE`: validate, then run every trial; returns the summary."""
+    """`launch.py sweep FILE`: check, then run every trial; returns the summary.
+
+    Nothing is written when a check refuses the sweep; a start that fails after the state
+    was written (Ray, the cluster) removes it again (`sweep_state.discard_state`).
+    """
     spec = load_sweep(path, overrides, name)
+    _quiet_libraries()
     paths = sweep_paths(spec, runs_dir)
-    if (paths.meta_dir / "sweep.json").exists():
+    stale = (paths.meta_dir / "sweep.json").exists() and is_stale(paths.meta_dir)
+    if (paths.meta_dir / "sweep.json").exists() and not stale:
         raise UserError(f"sweep '{spec.name}' already exists in {paths.runs_dir}/sweeps; use "
-                        f"`resume {spec.name}`, or --name NEW to start another")  # fmt: skip
-    if address:
-        check_address(address)  # before anything is written
+                        f"`resume {spec.name}` (--set KEY=VALUE or --file FILE to change it), "
+                        f"or --name NEW to start another")  # fmt: skip
     uri = tracking_uri or spec.tracking.get("uri") or default_tracking_uri(paths.runs_dir)
-    client = open_client(uri)  # fails fast on an unreachable server, before anything is written
-    paths.meta_dir.mkdir(parents=True, exist_ok=True)
-    (paths.meta_dir / "sweep.yaml").write_text(spec.text)
+    preflight(spec, paths, address, uri)
+    if stale:  # a start that never reached Tune: its leftovers go, the name is free
+        discard_state(paths, json.loads((paths.meta_dir / "sweep.json").read_text()))
+    meta = {"name": spec.name, "storage": paths.storage, "overrides": list(overrides),
+            "address": address}  # fmt: skip
+    handler = attach_log(paths.meta_dir / "driver.log")
     try:
-        exp = experiment_id(client, spec.tracking.get("experiment") or spec.name,
-                            paths.runs_dir if is_local_store(uri) else None)  # fmt: skip
-        parent = parent_run(client, exp, spec, paths.meta_dir)
-    except Exception:
-        (paths.meta_dir / "sweep.yaml").unlink(missing_ok=True)
-        _remove_if_empty(paths.meta_dir)
-        raise
-    meta = {"name": spec.name, "tracking_uri": uri, "experiment_id": exp, "parent_run_id": parent,
-            "storage": paths.storage, "overrides": list(overrides), "address": address}  # fmt: skip
-    (paths.meta_dir / "sweep.json").write_text(json.dumps(meta, indent=1))
-    return _run(spec, paths, meta, address, resume=None)
+        meta = create_state(spec, paths, uri, meta)
+        return _run(spec, paths, meta, address, resume=None, fresh=True)
+    finally:
+        detach_log(handler)
 
 
-def resume(name: str, mode: str | None = None, address=None, runs_dir="runs") -> dict[str, Any]:
-    """`launch.py resume NAME`: continue unfinished trials (`mode`: retry or restart errored)."""
+def resume(name: str, mode: str | None = None, address=None, runs_dir="runs", overrides=(),
+           file=None) -> dict[str, Any]:  # fmt: skip
+    """`launch.py resume NAME`: continue unfinished trials (`mode`: retry or restart errored).
+
+    `overrides` (`--set`) and `file` (`--file`) change the sweep in place when its trials
+    include the old ones (`sweep_state.trials_problem`); the new file is stored.
+    """
     meta = read_meta(name, runs_dir)
-    spec = load_sweep(Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml", meta["overrides"],
-                      name)  # fmt: skip
+    _quiet_libraries()
+    stored = Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml"
+    spec = load_sweep(stored, meta["overrides"], name)
+    started = tune_state_exists(meta["storage"], name)
+    if overrides or file:
+        changed = list(overrides) if file else [*meta["overrides"], *overrides]
+        new = load_sweep(file or stored, changed, name)
+        problem = trials_problem(spec, new, started)
+        if problem:
+            raise UserError(f"cannot resume '{name}' with {file or ' '.join(overrides)}: {problem}")
+        spec, meta = new, {**meta, "overrides": changed}
     paths = sweep_paths(spec, runs_dir)
     paths.storage = meta["storage"]
     address = address or meta.get("address")
-    if address:
-        check_address(address)
-    open_client(meta["tracking_uri"])
-    return _run(spec, paths, meta, address, resume=mode or "unfinished")
+    preflight(spec, paths, address, meta["tracking_uri"])
+    handler = attach_log(paths.meta_dir / "driver.log")
+    try:
+        if overrides or file:
+            log.info("resume %s with %s", name, file or " ".join(overrides))
+            (paths.meta_dir / "sweep.yaml").write_text(spec.text)
+            (paths.meta_dir / "sweep.json").write_text(json.dumps(meta, indent=1))
+        open_client(meta["tracking_uri"]).update_run(meta["parent_run_id"], status="RUNNING")
+        return _run(spec, paths, meta, address, resume=(mode or "unfinished") if started else None)
+    finally:
+        detach_log(handler)
 
 
-def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | None):
+def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | None,
+         fresh: bool = False):  # fmt: skip
+    """Start Ray, build or restore the Tuner and fit. `fresh`: a start that fails before
+    `fit` removes the sweep's state (its name stays free)."""
     import ray
     from ray import tune
 
     from sepconc.sweep.space import trial_count
     from sepconc.sweep.trial import run_trial
 
-    start_ray(address, spec, paths)
     started = time.perf_counter()
+    fitting = False
     try:
+        start_ray(address, spec, paths)
         fixed = {"base": spec.base, "workers": spec.workers, "cpus_per_worker": spec.cpus_per_worker,
                  "gpus_per_worker": spec.gpus_per_worker, "max_retries": spec.max_retries,
                  "checkpoint_every": spec.checkpoint["every"],
@@ -283,20 +242,26 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
         trainable = tune.with_parameters(run_trial, sweep=fixed)
         trainable = tune.with_resources(trainable, trial_resources(spec))
         experiment = paths.under("tune", spec.name)
-        if resume and tune.Tuner.can_restore(experiment):
+        if resume:
             tuner = tune.Tuner.restore(experiment, trainable,
                                        resume_errored=resume == "retry",
                                        restart_errored=resume == "restart")  # fmt: skip
-        elif resume:
-            raise UserError(f"sweep '{spec.name}' has no Tune state at {experiment} to resume; "
-                            f"start it again with `sweep` and --name")  # fmt: skip
         else:
             tuner = _new_tuner(spec, paths, meta, trainable)
-        results = tuner.fit()
+        fitting = True
+        with stdout_to_log("ray.tune.output"):  # Tune prints its banner and hints: to the log
+            results = tuner.fit()
+    except BaseException:
+        if fresh and not fitting:
+            discard_state(paths, meta)
+        else:  # resumable: `resume NAME` continues it; not left RUNNING meanwhile
+            _finish_parent(meta, None)
+        raise
     finally:
-        ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
     summary = {"name": spec.name, "trials": trial_count(spec), "seconds": time.perf_counter() - started,
-               "errors": sum(1 for r in results if r.error) if "results" in locals() else None,
+               "errors": sum(1 for r in results if r.error),
                "tracking_uri": meta["tracking_uri"]}  # fmt: skip
     _finish_parent(meta, summary)
     return summary
@@ -320,8 +285,9 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
     in_process_retries = spec.max_retries if spec.workers == 1 else 0
     callbacks = [
         MlflowSweepCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
-                            spec.name, spec.base, spec.epochs, sched),
-        ProgressCallback(spec.metric, trial_count(spec)),
+                            spec.name, spec.base, spec.epochs, sched, spec.workers,
+                            spec.gpus_per_worker),
+        ProgressCallback(spec.metric, trial_count(spec), spec.epochs, sched),
     ]  # fmt: skip
     return tune.Tuner(
         trainable,
@@ -335,15 +301,13 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
     )  # fmt: skip
 
 
-def _finish_parent(meta: dict, summary: dict) -> None:
-
-    client = tracking_client(meta["tracking_uri"])
-    client.log_metric(meta["parent_run_id"], "sweep_seconds", summary["seconds"])
-    client.set_terminated(meta["parent_run_id"], "FAILED" if summary["errors"] else "FINISHED")
-
-
-def _remove_if_empty(folder: Path) -> None:
+def _finish_parent(meta: dict, summary: dict | None) -> None:
+    """End the parent run: FINISHED, or FAILED when trials failed or the sweep broke off."""
     try:
-        folder.rmdir()
-    except OSError:
-        pass
+        client = tracking_client(meta["tracking_uri"])
+        if summary is not None:
+            client.log_metric(meta["parent_run_id"], "sweep_seconds", summary["seconds"])
+        failed = summary is None or summary["errors"]
+        client.set_terminated(meta["parent_run_id"], "FAILED" if failed else "FINISHED")
+    except Exception as exc:  # never hide the sweep's own outcome behind this
+        log.warning("could not close parent run %s: %s", meta["parent_run_id"], exc)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from sepconc.config import FIELD_SECTION, Config
 from sepconc.errors import UserError
 from sepconc.sweep.driver import read_meta
+from sepconc.sweep.reproduce import NOT_EXPORTED, run_settings
+from sepconc.sweep.spec import load_sweep
 from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL, tracking_client
 from sepconc.yamlio import dump_yaml, load_yaml
 
@@ -41,8 +44,6 @@ def _last_block(metrics: dict[str, float]) -> str | None:
 
 def sweep_objective(name: str, runs_dir: str | Path = "runs") -> tuple[str, str]:
     """The sweep's `metric` and `mode`, from the sweep file it was launched with."""
-    from sepconc.sweep.spec import load_sweep
-
     meta = read_meta(name, runs_dir)
     spec = load_sweep(Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml",
                       meta.get("overrides", []), name)  # fmt: skip
@@ -114,12 +115,19 @@ def best_trials(name: str, k: int = 1, runs_dir: str | Path = "runs") -> list[di
 
 
 def export_config(name: str, run_id: str, out: Path, runs_dir: str | Path = "runs") -> Config:
-    """Write the trial's full training config as YAML that `train --config` retrains."""
+    """Write the trial's full training config as YAML that `train --config` retrains.
 
+    Exported: every field that changes the trial's numbers (`num_workers`, `seed`, `device`,
+    `cache`, `phase_method`, ...), not the per-run plumbing (`reproduce.NOT_EXPORTED`).
+    """
     meta = read_meta(name, runs_dir)
     run = tracking_client(meta["tracking_uri"]).get_run(run_id)
     flat = {k: load_yaml(v) for k, v in run.data.params.items()
-            if k in FIELD_SECTION and k not in HIDDEN_PARAMS}  # fmt: skip
+            if k in FIELD_SECTION and k not in NOT_EXPORTED}  # fmt: skip
+    if "num_workers" not in flat:  # a run logged before the worker count was: the sweep's
+        spec = load_sweep(Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml",
+                          meta.get("overrides", []), name)  # fmt: skip
+        flat.update(run_settings(spec.base, flat, spec.workers, spec.gpus_per_worker))
     config = Config.from_flat(flat, where=f"trial {run_id}")
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -152,7 +160,13 @@ def print_table(rows: list[dict], title: str = "") -> None:
     print(format_table(rows))
 
 
+FLOAT_TEXT = re.compile(r"^-?\d+(\.\d+)?([eE]-?\d+)?$")
+
+
 def _fmt(value) -> str:
+    """A cell: floats (and float parameters, logged as text) at 4 significant digits."""
+    if isinstance(value, str) and FLOAT_TEXT.match(value):
+        value = float(value)  # a sampled lr is logged as 0.003123456789012345
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
     return str(value)

@@ -127,6 +127,11 @@ def describe_variant(spec: SweepSpec, params: dict[str, Any], config: Config | N
     return " ".join(parts) or "(base)"
 
 
+def _describe(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in params.items()) or "(base)"  # fmt: skip
+
+
 def describe(params: dict[str, Any]) -> str:
     """`key=value ...` of a trial's swept parameters (for messages and tables)."""
-    return " ".join(f"{k}={v}" for k, v in params.items()) or "(base)"
+    return _describe(params)

@@ -73,6 +73,7 @@ class SweepSpec:
     checkpoint: dict[str, Any] = field(default_factory=dict)
     tracking: dict[str, Any] = field(default_factory=dict)
     storage: str | None = None
+    auto_resources: bool = False  # `resources: auto`: fitted to the machine by the driver
     text: str = ""  # the sweep file as given (logged as an artifact)
 
     @property
@@ -180,8 +181,10 @@ def parse_sweep(raw: dict[str, Any], text: str = "", where: str = "sweep") -> Sw
     spec.mode = raw.get("mode", "min" if spec.metric.endswith("loss") else "max")
     if spec.mode not in ("min", "max"):
         add(f"{where}: mode must be 'min' or 'max', got {spec.mode!r}")
+    spec.auto_resources = raw.get("resources") == "auto"  # sepconc.sweep.resources fits it
     for section in SECTION_KEYS:
-        setattr(spec, section, _section(raw.get(section), section, where, problems))
+        value = None if section == "resources" and spec.auto_resources else raw.get(section)
+        setattr(spec, section, _section(value, section, where, problems))
     storage = raw.get("storage")
     spec.storage = None if storage is None else _collect(problems, _typed, storage, str,
                                                          "storage", where)  # fmt: skip

@@ -59,11 +59,14 @@ def run_trial(tune_config: dict[str, Any], sweep: dict[str, Any]) -> None:
 
 def trial_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> dict:
     """The flat training config of a trial: base + sampled params + the sweep's run settings."""
-    flat = {**sweep["base"], **tune_config["params"]}
-    flat.update(num_workers=sweep["workers"], tracking=False,
+    from sepconc.sweep.reproduce import run_settings
+
+    params = tune_config["params"]
+    run = run_settings(sweep["base"], params, sweep["workers"], sweep["gpus_per_worker"])
+    flat = {**sweep["base"], **params, **run}  # num_workers, seed, device: as on its MLflow run
+    flat.update(tracking=False,
                 checkpoint_every=sweep["checkpoint_every"], checkpoint_keep=sweep["checkpoint_keep"],
                 out=str(Path(sweep["trials_dir"]) / trial_id) if sweep["trials_dir"] else None)  # fmt: skip
-    flat.setdefault("seed", 0)
     if sweep.get("cache_dir") and not flat.get("cache_dir"):
         flat["cache_dir"] = sweep["cache_dir"]  # trials share the front-end cache <storage>/cache
     return flat
