@@ -37,9 +37,11 @@ def setup_logging(verbose: bool = False) -> None:
     _state.update(verbose=verbose, configured=True)
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for handler in list(root.handlers):  # ours from an earlier call; others' (pytest's) stay
+        if getattr(handler, "_sepconc_terminal", False):
+            root.removeHandler(handler)
     terminal = logging.StreamHandler(sys.stderr)
+    terminal._sepconc_terminal = True
     terminal.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
     terminal.addFilter(OwnRecords())
     root.addHandler(terminal)

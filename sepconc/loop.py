@@ -139,7 +139,8 @@ def train_epoch(
 
 
 def _check_finite(loss: torch.Tensor | float, epoch: int, step: int) -> None:
-    value = float(loss)
+    # Only the number is read: no autograd warning for a tensor that requires grad.
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
     if not math.isfinite(value):
         raise TrainingDiverged(
             f"loss became {value} at epoch {epoch} (step {step}); lower the learning rate "

@@ -16,9 +16,17 @@ def blocks(lang: str) -> list[str]:
 
 
 @pytest.mark.parametrize("index", range(2))
-def test_readme_sweep_files_validate(index, tmp_path, capsys):
+def test_readme_sweep_files_validate(index, tmp_path, capsys, monkeypatch):
     from sepconc.cli import main
 
+    # Resources are checked against the machine: the GPU study against a GPU node, the laptop
+    # one against a 2-core laptop without a GPU (whatever machine runs the test).
+    gib = 1024**3
+    machine = [{"CPU": 32.0, "GPU": 4.0, "memory": 256 * gib, "nodes": 1, "node_cpu": 32.0,
+                "node_gpu": 4.0},
+               {"CPU": 2.0, "GPU": 0.0, "memory": 8 * gib, "nodes": 1, "node_cpu": 2.0,
+                "node_gpu": 0.0}][index]  # fmt: skip
+    monkeypatch.setattr("sepconc.sweep.resources.local_totals", lambda: machine)
     sweeps = [b for b in blocks("yaml") if b.startswith("name:")]
     assert len(sweeps) == 2  # the GPU study and the laptop one
     path = tmp_path / "sweep.yaml"
