@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from sepconc.batches import rank_batches
@@ -47,7 +48,7 @@ from sepconc.loop import build_optimizer, evaluate, learning_rate, train_epoch
 from sepconc.model import SepConcNet, plan_model
 from sepconc.probes import block_statistics, probe_set, weight_diagnostics
 from sepconc.progress import EpochProgress
-from sepconc.run_folder import check_out_folder, metrics_rows, prepare_run_folder
+from sepconc.run_folder import check_out_folder, metrics_rows, prepare_run_folder, run_folder_of
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,33 @@ class TrainResult:
 
 
 def resolve_run(config: Config) -> Config:
-    """Fix what must be identical in every process: the run folder and the seed."""
+    """Fix what must be identical in every process: the run folder and the seed.
+
+    Training on from `--resume` of a run folder (one with `config.yaml`) without `--out` /
+    `--seed` continues that run: in its folder, with its seed (the data order depends on
+    it). Otherwise the folder is a fresh `runs/train/<arch>-<time>` and the seed drawn."""
     changes = {}
+    previous = _resumed_run(config)
     if config.run.out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        changes["out"] = str(Path("runs") / "train" / f"{config.model.arch}-{stamp}")
+        fresh = str(Path("runs") / "train" / f"{config.model.arch}-{stamp}")
+        changes["out"] = fresh if previous is None or config.run.evaluate else previous[0]
     if config.run.seed is None:
-        changes["seed"] = random.SystemRandom().randrange(2**31)
+        seed = previous[1].get("seed") if previous else None
+        changes["seed"] = seed if isinstance(seed, int) else random.SystemRandom().randrange(2**31)
     return config.replace(**changes) if changes else config
+
+
+def _resumed_run(config: Config) -> tuple[str, dict] | None:
+    """(folder, saved flat config) of the run folder `--resume` points into, if it is one."""
+    if not config.run.resume:
+        return None
+    folder = run_folder_of(config.run.resume)
+    try:
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return (str(folder), saved) if isinstance(saved, dict) else None
 
 
 def train(config: Config, hooks: Sequence[EpochHook] = ()) -> TrainResult:

@@ -5,7 +5,8 @@
 - A new run is refused (one line naming `--resume DIR` and a fresh `--out`) in a folder
   that holds a run, and so is a resume of run A into run B's folder; nothing there changes.
   `train --config DIR/config.yaml` reruns in a fresh folder (the file's `out`/`resume`
-  are not reused).
+  are not reused); `train --resume DIR` without `--out`/`--seed` continues in DIR with
+  its seed.
 - Resuming a folder from an older checkpoint moves the later ones to
   `checkpoints/abandoned-*/`; the run then completes with each epoch once.
 - A process SIGKILLed while it writes a checkpoint leaves the previous checkpoint and a
@@ -141,6 +142,19 @@ def test_config_file_rerun_is_a_new_run_in_a_fresh_folder(two_epochs, cli, tmp_p
         epochs_logged(fresh) == [1]
         and yaml.safe_load((fresh / "config.yaml").read_text())["resume"] is None
     )
+
+
+def test_resume_without_out_or_seed_continues_the_run_in_its_folder(two_epochs, cli, tmp_path):
+    from sepconc.trainer import resolve_run
+
+    run = tmp_path / "run"
+    shutil.copytree(two_epochs, run)
+    resolved = resolve_run(config(resume=run / "checkpoints" / "epoch_0002.pt", seed=None))
+    assert (resolved.run.out, resolved.run.seed) == (str(run), 3)  # its folder, its seed
+    fresh = resolve_run(config(resume=run, seed=None, evaluate=True))
+    assert fresh.run.out != str(run)  # evaluating writes nothing into the run it reads
+    assert cli("--epochs", "3", "--resume", str(run), "--no-tracking") == 0
+    assert epochs_logged(run) == [1, 2, 3] and not (tmp_path / "runs").exists()
 
 
 def test_resume_from_an_older_file_sets_the_later_ones_aside(two_epochs, tmp_path):
