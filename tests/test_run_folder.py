@@ -8,7 +8,8 @@
   are not reused); `train --resume DIR` without `--out`/`--seed` continues in DIR with
   its seed.
 - Resuming a folder from an older checkpoint moves the later ones to
-  `checkpoints/abandoned-*/`; the run then completes with each epoch once.
+  `checkpoints/abandoned-*/`; the run then completes with each epoch once. In 2-process
+  DDP every rank loads the checkpoint rank 0 chose and replays the same recorded epochs.
 - A process SIGKILLed while it writes a checkpoint leaves the previous checkpoint and a
   temporary file; the resume removes the temporary file and completes the run.
 - `train --resume DIR` continues the SAME MLflow run (its id is in `DIR/tracking.json`):
@@ -167,6 +168,30 @@ def test_resume_from_an_older_file_sets_the_later_ones_aside(two_epochs, tmp_pat
     aside = list(run.glob("checkpoints/abandoned-*/epoch_0002.pt"))
     assert len(aside) == 1
     assert aside[0].read_bytes() == (two_epochs / "checkpoints" / "epoch_0002.pt").read_bytes()
+    assert epochs_logged(run) == [1, 2, 3]
+
+
+class RankLog:
+    """Picklable hook for DDP children: appends (epoch, replayed) to a file per rank."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def __call__(self, report) -> None:
+        with open(Path(self.folder) / f"rank{report.rank}.jsonl", "a") as handle:
+            handle.write(json.dumps([report.epoch, report.replayed]) + "\n")
+
+
+def test_ddp_resume_picks_one_checkpoint_and_replays_on_every_rank(two_epochs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(two_epochs, run)
+    (run / "checkpoints" / "epoch_0002.pt").write_bytes(b"damaged")  # every rank: epoch 1
+    train(config(out=run, epochs=3, resume=run, num_workers=2), [RankLog(str(tmp_path))])
+    for rank in (0, 1):
+        seen = [
+            json.loads(line) for line in (tmp_path / f"rank{rank}.jsonl").read_text().splitlines()
+        ]
+        assert seen == [[1, True], [2, False], [3, False]], (rank, seen)
     assert epochs_logged(run) == [1, 2, 3]
 
 
