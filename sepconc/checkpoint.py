@@ -6,7 +6,12 @@ with `torch.load(weights_only=True)`: nothing in it can run code.
 
 Writes go to a temporary file in the same folder, are flushed and fsync'ed,
 then renamed over the target: a crash or a full disk mid-write leaves the
-previous checkpoint intact. Files are `epoch_0007.pt`; the newest `keep` stay.
+previous checkpoint intact (a process killed mid-write leaves a hidden
+`.epoch_0007.pt.tmp-PID`, removed by `remove_partial_writes` when the run is
+resumed). Files are `epoch_0007.pt`. Retention keeps the newest `keep` files of the
+run's own lineage: the file just written and those of earlier epochs; it never
+deletes the file just written, nor files of later epochs (an abandoned
+continuation, which the trainer sets aside before resuming).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sepconc.errors import UserError, clean_reason
 
 log = logging.getLogger(__name__)
 PATTERN = re.compile(r"epoch_(\d{4,})\.pt$")
+PARTIAL = re.compile(r"^\.epoch_\d{4,}\.pt\.tmp-\d+$")
 
 
 class CheckpointError(UserError):
@@ -32,6 +38,12 @@ class CheckpointError(UserError):
 
 def checkpoint_path(folder: Path, epoch: int) -> Path:
     return folder / f"epoch_{epoch:04d}.pt"
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch in a checkpoint's file name (`epoch_0007.pt` -> 7); -1 for another name."""
+    number = PATTERN.search(Path(path).name)
+    return int(number.group(1)) if number else -1
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -43,7 +55,8 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path, keep: int | None = None) -> Path:
-    """Write `state` to `path` atomically; then delete all but the newest `keep` files.
+    """Write `state` to `path` atomically; then keep only the newest `keep` checkpoints of
+    this lineage (`path` and those of earlier epochs; see `prune_checkpoints`).
 
     A failed write (full disk, quota, permissions) is a `CheckpointError` naming `path`
     and the OS's reason; the temporary file is removed and earlier checkpoints stay.
@@ -72,9 +85,34 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep: int | None = None) 
         _remove(tmp)
         raise
     if keep:
-        for old in list_checkpoints(path.parent)[:-keep]:
-            old.unlink(missing_ok=True)
+        prune_checkpoints(path, keep)
     return path
+
+
+def prune_checkpoints(newest: Path, keep: int) -> list[Path]:
+    """Delete checkpoints of epochs before `newest`'s so that `keep` remain, `newest` included.
+
+    `newest` itself and files of later epochs are never deleted (the names sort by epoch,
+    and a later epoch is not this run's lineage). Returns the files deleted.
+    """
+    epoch = checkpoint_epoch(newest)
+    older = [p for p in list_checkpoints(newest.parent) if checkpoint_epoch(p) < epoch]
+    doomed = older[: max(len(older) - (keep - 1), 0)]
+    for old in doomed:
+        old.unlink(missing_ok=True)
+    return doomed
+
+
+def remove_partial_writes(folder: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that never finished (a killed process).
+
+    Only `.epoch_NNNN.pt.tmp-PID` files go; call it where no other process writes this
+    folder (the run's rank 0, before its first epoch). Returns the files removed.
+    """
+    found = [p for p in folder.iterdir() if PARTIAL.match(p.name)] if folder.is_dir() else []
+    for path in found:
+        _remove(path)
+    return found
 
 
 class _WriteRecorder:
@@ -250,10 +288,8 @@ def resolve_resume(target: str | Path) -> list[Path]:
     """Candidate checkpoints for `--resume`, newest first: a file, or a run/checkpoint folder."""
     target = Path(target)
     if target.is_file():
-        number = PATTERN.search(target.name)
-        limit = int(number.group(1)) if number else -1
-        older = [p for p in list_checkpoints(target.parent)
-                 if int(PATTERN.search(p.name).group(1)) < limit]  # fmt: skip
+        limit = checkpoint_epoch(target)
+        older = [p for p in list_checkpoints(target.parent) if checkpoint_epoch(p) < limit]
         return [target] + list(reversed(older))
     for folder in (target / "checkpoints", target):
         found = list_checkpoints(folder)
@@ -265,15 +301,18 @@ def resolve_resume(target: str | Path) -> list[Path]:
     )
 
 
-def load_latest_good(candidates: list[Path], map_location="cpu") -> tuple[Path, dict[str, Any]]:
-    """Load the first candidate that reads; warn about each bad one that has a successor to
-    fall back to (the last one's error is raised, not also logged: one line for the user)."""
+def load_latest_good(
+    candidates: list[Path], map_location="cpu", warn: bool = True
+) -> tuple[Path, dict[str, Any]]:
+    """Load the first candidate that reads; warn (unless `warn` is False: a check that the
+    real load repeats) about each bad one that has a successor to fall back to. The last
+    one's error is raised, not also logged: one line for the user."""
     errors = []
     for i, path in enumerate(candidates):
         try:
             return path, load_checkpoint(path, map_location)
         except CheckpointError as exc:
             errors.append(str(exc))
-            if i + 1 < len(candidates):
+            if warn and i + 1 < len(candidates):
                 log.warning("%s; falling back to %s", exc, candidates[i + 1])
     raise CheckpointError(errors[0] if len(errors) == 1 else f"no readable checkpoint: {errors[0]}")

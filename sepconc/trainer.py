@@ -9,7 +9,10 @@ someone else initialized (Ray Train): the code path is the same.
 Run folder: `config.yaml` (resolved, rerunnable with `train --config`),
 `data.json` (the data set's identity, e.g. ImageNet classes chosen),
 `metrics.jsonl` (one JSON object per epoch), `checkpoints/epoch_NNNN.pt`,
-`result.json` (written at the end).
+`result.json` (written at the end). A new run is refused in a folder that holds
+another run; resuming continues its own folder's lineage (`sepconc.run_folder`) and
+first replays the epochs already recorded there to the hooks (`EpochReport.replayed`),
+so a tracker that missed them when the previous attempt was killed catches up.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from sepconc.batches import check_not_empty, rank_batches
@@ -31,6 +35,7 @@ from sepconc.cache import cached_splits
 from sepconc.checkpoint import (
     checkpoint_path,
     list_checkpoints,
+    load_checkpoint,
     load_latest_good,
     resolve_resume,
     save_checkpoint,
@@ -43,19 +48,26 @@ from sepconc.loop import TrainingDiverged, build_optimizer, evaluate, learning_r
 from sepconc.model import SepConcNet, plan_model
 from sepconc.probes import block_statistics, probe_set, weight_diagnostics
 from sepconc.progress import EpochProgress
+from sepconc.run_folder import check_out_folder, metrics_rows, prepare_run_folder, run_folder_of
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class EpochReport:
-    """What an epoch hook receives. `checkpoint` is set on rank 0 when one was written."""
+    """What an epoch hook receives. `checkpoint` is set on rank 0 when one was written.
+
+    `replayed`: an epoch of the resumed lineage recorded before this process started
+    (its `metrics.jsonl` row; no checkpoint), sent before the first new epoch so that a
+    hook can log what an earlier, killed attempt could not; hooks skip epochs they have
+    already handled. Its return value is ignored."""
 
     epoch: int  # epochs completed (1-based)
     metrics: dict[str, float]
     checkpoint: Path | None
     run_dir: Path
     rank: int
+    replayed: bool = False
 
 
 EpochHook = Callable[[EpochReport], "bool | None"]  # True asks the run to stop
@@ -71,14 +83,33 @@ class TrainResult:
 
 
 def resolve_run(config: Config) -> Config:
-    """Fix what must be identical in every process: the run folder and the seed."""
+    """Fix what must be identical in every process: the run folder and the seed.
+
+    Training on from `--resume` of a run folder (one with `config.yaml`) without `--out` /
+    `--seed` continues that run: in its folder, with its seed (the data order depends on
+    it). Otherwise the folder is a fresh `runs/train/<arch>-<time>` and the seed drawn."""
     changes = {}
+    previous = _resumed_run(config)
     if config.run.out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        changes["out"] = str(Path("runs") / "train" / f"{config.model.arch}-{stamp}")
+        fresh = str(Path("runs") / "train" / f"{config.model.arch}-{stamp}")
+        changes["out"] = fresh if previous is None or config.run.evaluate else previous[0]
     if config.run.seed is None:
-        changes["seed"] = random.SystemRandom().randrange(2**31)
+        seed = previous[1].get("seed") if previous else None
+        changes["seed"] = seed if isinstance(seed, int) else random.SystemRandom().randrange(2**31)
     return config.replace(**changes) if changes else config
+
+
+def _resumed_run(config: Config) -> tuple[str, dict] | None:
+    """(folder, saved flat config) of the run folder `--resume` points into, if it is one."""
+    if not config.run.resume:
+        return None
+    folder = run_folder_of(config.run.resume)
+    try:
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return (str(folder), saved) if isinstance(saved, dict) else None
 
 
 def train(config: Config, hooks: Sequence[EpochHook] = ()) -> TrainResult:
@@ -91,6 +122,7 @@ def train(config: Config, hooks: Sequence[EpochHook] = ()) -> TrainResult:
     config = resolve_run(config)
     already_distributed = current_world().size > 1
     if config.run.num_workers > 1 and not already_distributed:
+        check_out_folder(config.run.out, config.run.resume)  # before starting processes
         device = choose_device(config.run.device, 0)
         # rank 0's result, handed back by launch_local (also for `--evaluate`, which
         # writes no result.json)
@@ -113,6 +145,7 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
     world = current_world()
     device = choose_device(config.run.device, world.local_rank)
     run_dir = Path(config.run.out)
+    on_main(world, check_out_folder, config.run.out, config.run.resume)
     seed = config.run.seed
     torch.manual_seed(seed)
     plan_model(config.model, dataset_spec(config.data.dataset, config.data.nb_classes)[0])
@@ -124,11 +157,11 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
     net = SepConcNet(config.model, data.image_shape, data.num_classes).to(device)
     optimizer = build_optimizer(net, config.optim.lr, config.optim.momentum,
                                 config.optim.weight_decay)  # fmt: skip
-    start_epoch, best = config.optim.start_epoch, float("-inf")
+    start_epoch, best, row = config.optim.start_epoch, float("-inf"), None
     if config.run.resume:
-        start_epoch, best = _restore(config.run.resume, net, optimizer, device)
+        start_epoch, best, row = _restore(config.run.resume, net, optimizer, device, world)
     if world.is_main:
-        _write_run_files(run_dir, config, data.identity, truncate_after=start_epoch)
+        _write_run_files(run_dir, config, data.identity, start_epoch, bool(config.run.resume), row)
     model = net
     if world.size > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -145,6 +178,8 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
         log.info("evaluation: %s", _summary(metrics))
         return TrainResult(str(run_dir), start_epoch, False, metrics["val_acc1"], metrics)
 
+    if config.run.resume:
+        _replay(run_dir, start_epoch, world, hooks)
     probe = probe_set(data.val, config.run.stats_probe_size) if config.run.stats_every else None
     progress = EpochProgress(enabled=world.is_main)
     metrics: dict[str, float] = {}
@@ -174,7 +209,7 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
         ckpt = None
         last = epoch + 1 == config.optim.epochs
         if world.is_main and ((epoch + 1) % config.run.checkpoint_every == 0 or last):
-            ckpt = save_checkpoint(_state(net, optimizer, epoch + 1, best, config),
+            ckpt = save_checkpoint(_state(net, optimizer, epoch + 1, best, config, metrics),
                                    checkpoint_path(run_dir / "checkpoints", epoch + 1),
                                    keep=config.run.checkpoint_keep)  # fmt: skip
         if world.is_main:
@@ -213,17 +248,52 @@ def _summary(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
 
 
-def _state(net, optimizer, epoch: int, best: float, config: Config) -> dict:
+def _state(net, optimizer, epoch: int, best: float, config: Config, metrics: dict) -> dict:
+    row = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-             "best_val_acc1": best, "config": config.to_flat(),
+             "best_val_acc1": best, "config": config.to_flat(), "metrics": row,
              "rng_cpu": torch.get_rng_state()}  # fmt: skip
     if torch.cuda.is_available():
         state["rng_cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _restore(target: str, net, optimizer, device) -> tuple[int, float]:
-    path, state = load_latest_good(resolve_resume(target), map_location=device)
+def on_main(world: World, fn, *args):
+    """`fn(*args)` on rank 0 only; its result, or its `UserError` raised, on every rank
+    (so no rank waits in a collective for a rank that failed)."""
+    outcome = None
+    if world.is_main:
+        try:
+            outcome = (fn(*args), None)
+        except UserError as exc:
+            outcome = (None, exc)
+    value, error = broadcast_object(outcome)
+    if error is not None:
+        raise error from None
+    return value
+
+
+def _restore(target: str, net, optimizer, device, world: World) -> tuple[int, float, dict | None]:
+    """Load the newest readable checkpoint of `target` (chosen on rank 0: every rank loads the
+    same file) into `net` and `optimizer`; returns its epoch, best val_acc1 and metrics row."""
+    loaded = {}
+
+    def choose() -> Path:
+        path, loaded["state"] = load_latest_good(resolve_resume(target), map_location=device)
+        return path
+
+    path = on_main(world, choose)
+    state = loaded.get("state") or load_checkpoint(path, map_location=device)
+    apply_checkpoint(path, state, net, optimizer)
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    if "rng_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+    log.info("resumed from %s (epoch %d)", path, state["epoch"])
+    return int(state["epoch"]), float(state["best_val_acc1"]), state.get("metrics")
+
+
+def apply_checkpoint(path: Path, state: dict, net, optimizer) -> None:
+    """Load a checkpoint's model and optimizer state; a `UserError` if they do not fit."""
     try:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -232,22 +302,28 @@ def _restore(target: str, net, optimizer, device) -> tuple[int, float]:
             f"checkpoint {path} does not match this model ({clean_reason(exc, whole=True)}); "
             f"resume with the config it was written with"
         ) from None
-    torch.set_rng_state(state["rng_cpu"].cpu())
-    if "rng_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
-    log.info("resumed from %s (epoch %d)", path, state["epoch"])
-    return int(state["epoch"]), float(state["best_val_acc1"])
 
 
-def _write_run_files(run_dir: Path, config: Config, identity: dict, truncate_after: int) -> None:
+def _write_run_files(run_dir: Path, config: Config, identity: dict, epoch: int, resumed: bool,
+                     row: dict | None) -> None:  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.yaml")
     (run_dir / "data.json").write_text(json.dumps(identity, indent=1, default=str))
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():  # drop epochs after the checkpoint we resume from: no duplicates
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        kept = [r for r in rows if r.get("epoch", 0) <= truncate_after]
-        metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    if not config.run.evaluate:  # evaluating a checkpoint leaves its lineage as it is
+        prepare_run_folder(run_dir, epoch, resumed, row)
+
+
+def _replay(run_dir: Path, epoch: int, world: World, hooks: Sequence[EpochHook]) -> None:
+    """Send the recorded epochs <= `epoch` of this run folder to the hooks (rank 0's rows,
+    the same on every rank), marked `replayed`."""
+    rows = broadcast_object(
+        [r for r in metrics_rows(run_dir) if 0 < r.get("epoch", 0) <= epoch]
+        if world.is_main else None
+    )  # fmt: skip
+    for row in rows:
+        report = EpochReport(int(row["epoch"]), row, None, run_dir, world.rank, replayed=True)
+        for hook in hooks:
+            hook(report)
 
 
 def _append_jsonl(path: Path, row: dict) -> None:

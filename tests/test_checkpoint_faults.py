@@ -8,7 +8,7 @@
   resume falls back to the previous one with a warning naming the bad file, and continues.
 - A lone damaged checkpoint is a `CheckpointError` naming it; `launch.py train --resume` on
   it exits 2 with one `error:` line naming it.
-- An error after the MLflow run opened (e.g. that corrupt checkpoint) ends the run FAILED.
+- An error after the MLflow run opened (e.g. a disk that fills up) ends the run FAILED.
 - A NaN loss raises `TrainingDiverged` naming the epoch; `launch.py train` exits 1 with one
   `error: training diverged: ...` line and its MLflow run (the default sqlite store in the
   working folder) is FAILED with the reason in the `sepconc.failure` tag.
@@ -78,13 +78,18 @@ def launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 class Reports:
-    """Epoch hook that records the epochs it sees; `on_epoch` runs an action after one."""
+    """Epoch hook that records the epochs it sees (trained, and `replayed` after a resume);
+    `on_epoch` runs an action after a trained one."""
 
     def __init__(self, on_epoch: dict | None = None):
         self.epochs: list[int] = []
+        self.replayed: list[int] = []
         self.on_epoch = on_epoch or {}
 
     def __call__(self, report) -> None:
+        if report.replayed:
+            self.replayed.append(report.epoch)
+            return
         self.epochs.append(report.epoch)
         if report.epoch in self.on_epoch:
             self.on_epoch[report.epoch]()
@@ -223,24 +228,29 @@ def test_cli_resume_of_a_corrupt_file_is_one_line(two_epochs, tmp_path):
     assert lines[0].startswith(f"error: checkpoint {bad} is corrupt or truncated"), lines[0]
 
 
-def test_failed_resume_marks_the_mlflow_run_failed(two_epochs, tmp_path, monkeypatch, capsys):
-    """Any error after the MLflow run was opened ends it FAILED with the reason (not RUNNING)."""
+def test_error_after_the_run_opened_marks_it_failed(tmp_path, monkeypatch, capsys):
+    """Any error after the MLflow run was opened (here a disk that fills up mid-run) ends it
+    FAILED with the reason, not RUNNING. (A bad --resume is refused before: test_run_folder.)"""
     from mlflow.tracking import MlflowClient
 
     from sepconc.cli import main
 
-    bad = tmp_path / "corrupt.pt"
-    bad.write_bytes(b"not a checkpoint")
+    reason = "could not write checkpoint x/epoch_0002.pt: No space left on device"
+
+    def disk_full(config, hooks):
+        raise CheckpointError(reason)
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sepconc.trainer.train", disk_full)
     import mlflow.tracking._tracking_service.utils as tracking
 
     monkeypatch.setattr(tracking, "_tracking_uri", tracking._tracking_uri)  # main() sets it
-    assert main(["train", *FLAGS, "--epochs", "3", "--resume", str(bad)]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: checkpoint {bad}")
+    assert main(["train", *FLAGS, "--epochs", "3"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {reason}"
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("sepconc-train").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
-    assert runs[0].data.tags["sepconc.failure"].startswith(f"checkpoint {bad} is corrupt")
+    assert runs[0].data.tags["sepconc.failure"] == reason
 
 
 # ------------------------------------------------------------------ divergence

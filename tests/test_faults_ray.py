@@ -72,12 +72,12 @@ class Driver:
     """`launch.py sweep ...` in its own process group, output in `log`; `procs` collects
     every process below it (polled), so `stop` ends exactly what it started."""
 
-    def __init__(self, tmp_path: Path, *args: str):
+    def __init__(self, tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None):
         self.log = tmp_path / "driver.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen([sys.executable, "launch.py", "sweep", *args], cwd=ROOT,
-                                         env=env(), stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)  # fmt: skip
+                                         env={**env(), **(extra_env or {})}, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.procs: dict[int, str] = {}
         self.workers: dict[int, str] = {}  # every Ray Train worker seen alive
 

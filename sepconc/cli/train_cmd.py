@@ -131,7 +131,10 @@ def config_from_args(args: argparse.Namespace):
     values = {}
     source = "command line"
     if getattr(args, "config_file", None):
-        values.update(load_config_file(args.config_file))
+        # A saved config.yaml names its run's folder (and what it resumed): a rerun is a new
+        # run, so those come only from this command line, never silently from the file.
+        saved = load_config_file(args.config_file)
+        values.update({k: v for k, v in saved.items() if k not in ("out", "resume")})
         source = args.config_file
     flags = {k: v for k, v in vars(args).items()
              if k not in ("func", "command", "verbose", "config_file", "dry_run")}  # fmt: skip
@@ -174,22 +177,33 @@ def run(args: argparse.Namespace) -> int:
 
 
 def preflight(config) -> None:
-    """Refuse now, before anything is written (MLflow run, run folder), what `train` would
-    refuse later: an architecture that does not fit the data set's images, a missing or
-    mis-laid data folder, a bad class-indices file, an ImageNet class folder without images
-    or an unreadable image header, a `--resume` path without a checkpoint or whose
-    checkpoints hold objects the safe loader refuses. Reads no pixels and no tensors."""
-    from sepconc.checkpoint import check_loadable, resolve_resume
+    """Refuse now, before anything is written (tracking store, MLflow run, run folder), what
+    `train` would refuse later: an architecture that does not fit the data set's images, a
+    missing or mis-laid data folder, a bad class-indices file, an ImageNet class folder
+    without images or an unreadable image header, an `--out` folder holding another run, a
+    `--resume` without a readable checkpoint that fits the model, or whose checkpoints hold
+    objects the safe loader refuses. Reads no pixels; loads the checkpoint `--resume` would
+    continue from (on the CPU)."""
+    from sepconc.checkpoint import check_loadable, load_latest_good, resolve_resume
     from sepconc.data import check_data, dataset_spec
-    from sepconc.model import plan_model
+    from sepconc.loop import build_optimizer
+    from sepconc.model import build_model, plan_model
+    from sepconc.run_folder import check_out_folder
+    from sepconc.trainer import apply_checkpoint
 
     d = config.data
     plan_model(config.model, dataset_spec(d.dataset, d.nb_classes)[0])
     check_data(d.dataset, d.data, download=d.download, nb_classes=d.nb_classes,
                class_indices=d.class_indices, seed=config.run.seed or 0,
                compact_head=d.compact_head)  # fmt: skip
+    check_out_folder(config.run.out, config.run.resume)
     if config.run.resume:
-        check_loadable(resolve_resume(config.run.resume))
+        candidates = resolve_resume(config.run.resume)
+        check_loadable(candidates)
+        path, state = load_latest_good(candidates, warn=False)
+        net = build_model(config)
+        o = config.optim
+        apply_checkpoint(path, state, net, build_optimizer(net, o.lr, o.momentum, o.weight_decay))
 
 
 def dry_run(config) -> int:

@@ -238,7 +238,8 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
                  "checkpoint_keep": spec.checkpoint["keep"],
                  "train_storage": paths.under("train", spec.name),
                  "trials_dir": paths.under("trials", spec.name) if paths.local_storage else None,
-                 "cache_dir": paths.under("cache")}  # fmt: skip
+                 "cache_dir": paths.under("cache"),
+                 "restart_errored": resume == "restart"}  # fmt: skip
         trainable = tune.with_parameters(run_trial, sweep=fixed)
         trainable = tune.with_resources(trainable, trial_resources(spec))
         experiment = paths.under("tune", spec.name)
@@ -297,7 +298,10 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
                                     trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(name=spec.name, storage_path=paths.under("tune"),
                                   callbacks=callbacks, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=in_process_retries)),
+                                  failure_config=tune.FailureConfig(max_failures=in_process_retries),
+                                  # 1-worker trials' checkpoints in Tune's storage: newest N too
+                                  checkpoint_config=tune.CheckpointConfig(
+                                      num_to_keep=spec.checkpoint["keep"])),
     )  # fmt: skip
 
 

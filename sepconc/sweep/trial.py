@@ -7,7 +7,12 @@ whose loop is `sepconc.train`. Every epoch every rank calls `ray.train.report`
 0's metrics to the scheduler, whose time axis is the reported `epoch`.
 
 The Train run's name is derived from the trial id, so a retried or resumed trial
-finds its own checkpoints in storage and continues from the last one.
+finds its own checkpoints in storage. With local storage a trial also has its own
+run folder `<storage>/trials/<sweep>/<id>/`, written before each report reaches the
+driver, so after the driver was killed it can be ahead of what Tune restores: a
+(re)started trial continues from the newer of the two (`trial_resume`), and first
+re-reports the epochs Tune may not have received (`RayReporter`, replayed epochs), so
+the driver's MLflow callback logs every epoch once.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def run_trial(tune_config: dict[str, Any], sweep: dict[str, Any]) -> None:
     if sweep["workers"] == 1:
         return run_in_trial_process(tune_config, sweep, trial_id)
     flat = trial_flat(tune_config, sweep, trial_id)
+    flat["restart"] = sweep.get("restart_errored", False)
     gpus = sweep["gpus_per_worker"]
     resources = {"CPU": sweep["cpus_per_worker"], **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
@@ -79,8 +85,12 @@ def run_in_trial_process(tune_config: dict[str, Any], sweep: dict[str, Any], tri
     """
     import ray.tune
 
-    _train_with_reporter(trial_flat(tune_config, sweep, trial_id), trial_id,
-                         ray.tune.get_checkpoint(), ray.tune.report, ray.tune.Checkpoint)  # fmt: skip
+    flat = {
+        **trial_flat(tune_config, sweep, trial_id),
+        "restart": sweep.get("restart_errored", False),
+    }
+    _train_with_reporter(flat, trial_id, ray.tune.get_checkpoint(), ray.tune.report,
+                         ray.tune.Checkpoint)  # fmt: skip
 
 
 def worker_loop(loop_config: dict[str, Any]) -> None:
@@ -92,33 +102,79 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
 
 
 def _train_with_reporter(flat: dict, trial_id: str, checkpoint, report, checkpoint_cls) -> None:
-    """Restore the trial's last checkpoint if any, then `sepconc.train` reporting every epoch."""
-    from sepconc.config import Config
-    from sepconc.trainer import train
+    """Restore the trial's last checkpoint if any, then `sepconc.train` reporting every epoch.
 
+    `flat["restart"]` (resume --restart-errored): without a checkpoint from Tune, the trial
+    starts from scratch even if its folder holds an earlier attempt (moved aside)."""
+    from sepconc.checkpoint import checkpoint_epoch, list_checkpoints
+    from sepconc.config import Config
+    from sepconc.distributed import current_world
+    from sepconc.trainer import on_main, train
+
+    restart = flat.pop("restart", False)
     scratch = Path(tempfile.mkdtemp(prefix="sepconc-trial-"))
-    if flat.get("out") is None:
-        flat["out"] = str(scratch / "run")
+    restored = None
     if checkpoint is not None:
         restored = scratch / "restored"
         checkpoint.to_directory(str(restored))
-        flat["resume"] = str(restored)
+    if flat.get("out") is None:  # no trial folder (remote storage): a fresh one each attempt
+        flat["out"] = str(scratch / "run")
+        flat["resume"] = str(restored) if restored else None
+    else:
+        flat["resume"] = on_main(current_world(), trial_resume, Path(flat["out"]), restored,
+                                 restart)  # fmt: skip
     config = Config.from_flat(flat, where=f"trial {trial_id}")
-    reporter = RayReporter(scratch, _gather_nodes(), report, checkpoint_cls)
+    received = list_checkpoints(restored) if restored else []
+    reporter = RayReporter(scratch, _gather_nodes(), report, checkpoint_cls,
+                           checkpoint_epoch(received[-1]) if received else 0)  # fmt: skip
     try:
         train(config, hooks=[reporter])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-class RayReporter:
-    """Epoch hook: `report` (Train's or Tune's) on every rank; rank 0 attaches the checkpoint."""
+def trial_resume(out: Path, restored: Path | None, restart: bool) -> str | None:
+    """What a (re)started trial resumes from, on rank 0: its folder `out` (returned) once it
+    holds the newest checkpoint (Ray's `restored` one is copied in when it is newer), or
+    None (start from scratch; an earlier attempt's files in `out` are moved aside)."""
+    from sepconc.checkpoint import checkpoint_epoch, list_checkpoints
+    from sepconc.run_folder import abandon_run
 
-    def __init__(self, scratch: Path, nodes: str, report, checkpoint_cls):
+    folder = out / "checkpoints"
+    received = list_checkpoints(restored) if restored else []
+    own = list_checkpoints(folder)
+    if restored is None and restart:
+        abandon_run(out, "restarted from scratch (resume --restart-errored)")
+        return None
+    if received and (not own or checkpoint_epoch(received[-1]) > checkpoint_epoch(own[-1])):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{received[-1].name}.tmp-{os.getpid()}"
+        shutil.copy2(received[-1], tmp)
+        os.replace(tmp, folder / received[-1].name)
+        own = list_checkpoints(folder)
+    if own:
+        return str(out)
+    abandon_run(out, "an earlier attempt left no checkpoint; the trial starts over")
+    return None
+
+
+class RayReporter:
+    """Epoch hook: `report` (Train's or Tune's) on every rank; rank 0 attaches the checkpoint.
+
+    A replayed epoch (the trial was resumed from its folder) is reported, without a
+    checkpoint, only if it is after `received` (the epoch of the checkpoint Tune restored,
+    whose reports Tune had): Tune and the MLflow callback then see every epoch."""
+
+    def __init__(self, scratch: Path, nodes: str, report, checkpoint_cls, received: int = 0):
         self.scratch, self.nodes = scratch, nodes
         self.report, self.checkpoint_cls = report, checkpoint_cls
+        self.received = received
 
     def __call__(self, report) -> bool:
+        if report.replayed:
+            if report.epoch > self.received:
+                self.report({**report.metrics, "sepconc_nodes": self.nodes})
+            return False
         checkpoint = None
         if report.checkpoint is not None:
             folder = self.scratch / f"report-{report.epoch:04d}"
