@@ -34,7 +34,7 @@ CONFIG = {
     "dataset": "synthetic",
     "arch": "scatnetblockanalysis",
     "n_blocks": 2,
-    "scat_angles": [2],
+    "scat_angles": [2, 2],  # both blocks (a short list is padded with the default 8)
     "P_proj_size": [8, 16],
     "frame_width": [16, 32],
     "non_linearity": "softshrink",
