@@ -31,7 +31,7 @@ PHASE_METHODS = ("auto", "fourier", "conv", "dense")
 DEVICES = ("auto", "cpu", "cuda")
 
 # Per-block options: one value per block; a shorter list (a single value included) is
-# padded with the option's default, as the authors' parser does (MODELS.md, "Notation").
+# padded with the option's default, as the authors' parser does (docs/models.md, "Notation").
 PER_BLOCK = ("scat_angles", "P_proj_size", "P_kernel_size", "frame_width",
              "frame_kernel_size", "frame_stride")  # fmt: skip
 

@@ -23,7 +23,7 @@ def parseval_step(weight: torch.Tensor, beta: float) -> torch.Tensor:
     computed through the smaller Gram matrix (`(W W^T) W` when out <= d, else
     `W (W^T W)`), so its cost is `O(out * d * min(out, d))`. The step is the
     gradient descent step on `||W^T W - I||^2 / 4` and drives every singular
-    value of `W` towards 1 (Section 3 of the paper; MODELS.md "Training recipe").
+    value of `W` towards 1 (Section 3 of the paper; docs/models.md "Training recipe").
     Returns `weight`.
     """
     with torch.no_grad():

@@ -1,6 +1,6 @@
 """The training step and the two epoch loops (train, evaluate).
 
-A step reads as the recipe of MODELS.md: forward, cross-entropy, backward, SGD
+A step reads as the recipe of docs/models.md: forward, cross-entropy, backward, SGD
 step, Parseval step on every frame and projection. Sums (loss, top-1, top-5,
 count) stay on the device during an epoch and are reduced across ranks once at
 its end, so every rank returns the same numbers: the exact global ones (padding
@@ -76,7 +76,7 @@ def learning_rate(base_lr: float, epoch: int, adjust_every: int) -> float:
 
 
 def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float):
-    """SGD with two groups: frames and projections get no weight decay (MODELS.md)."""
+    """SGD with two groups: frames and projections get no weight decay (docs/models.md)."""
     tight = {id(p) for _, p in model.tight_parameters()}
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [

@@ -1,4 +1,4 @@
-"""Model assembly: the four architectures of MODELS.md from one `ModelConfig`.
+"""Model assembly: the four architectures of docs/models.md from one `ModelConfig`.
 
 A block is `S` (fixed front-end) -> standardization -> `P` -> normalization ->
 optional tight frame `A`; blocks are chained and the last feeds the classifier.
@@ -142,7 +142,7 @@ def plan_model(model: ModelConfig, image_shape: tuple[int, int, int]) -> list[Bl
 
 
 def classifier_parameter_count(model: ModelConfig, channels: int, size: int, classes: int) -> int:
-    """BatchNorm `2C` plus the linear layers (MODELS.md "Parameter counts")."""
+    """BatchNorm `2C` plus the linear layers (docs/models.md "Parameter counts")."""
     pooled = size - model.avg_ker_size + 1
     features = channels * pooled * pooled
     if model.classifier_type == "fc":
@@ -153,7 +153,7 @@ def classifier_parameter_count(model: ModelConfig, channels: int, size: int, cla
 
 
 def expected_parameter_count(model: ModelConfig, image_shape: tuple, classes: int) -> int:
-    """The parameter count MODELS.md's formulas give, without building the model."""
+    """The parameter count docs/models.md's formulas give, without building the model."""
     plans = plan_model(model, image_shape)
     last = plans[-1]
     return sum(p.parameter_count() for p in plans) + classifier_parameter_count(
@@ -228,7 +228,7 @@ class SepConcNet(nn.Module):
     """Blocks then classifier. `x: (B, C, n, n) -> logits (B, classes)`.
 
     Single-device and unaware of DDP. `nonfinite_grads` counts the non-finite
-    gradient entries zeroed at the inputs of blocks 2.. (MODELS.md: the
+    gradient entries zeroed at the inputs of blocks 2.. (docs/models.md: the
     normalization can divide by a zero norm); read it with `pop_nonfinite_count`.
     """
 

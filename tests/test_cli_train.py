@@ -1,7 +1,7 @@
 """`python launch.py train` as a user runs it (subprocesses from the repository root).
 
 - `--dry-run` on each of the paper's command lines (the seed README, MNIST / CIFAR-10 /
-  ImageNet, every listed non-linearity) prints `parameters: N` with N equal to MODELS.md's
+  ImageNet, every listed non-linearity) prints `parameters: N` with N equal to docs/models.md's
   formulas, written out independently here. The ImageNet lines point `--data` at a
   folder that does not exist: a dry run must not touch data.
 - `--config` round trip: a run writes `config.yaml`; `train --config` on it gives the same
@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = "-j 10 --epochs 300 --batch-size 128 --lr 0.01 --no-tracking"
 
-# ------------------------------------------------------------------ MODELS.md, written out
+# ------------------------------------------------------------------ docs/models.md, written out
 SHAPES = {
     "mnist": (1, 28, 28),
     "cifar10": (3, 32, 32),
@@ -48,7 +48,7 @@ def models_md_count(
     stride: int = 1,
     avg: int = 1,
 ) -> int:
-    """Parameters by MODELS.md "Parameter counts" (1x1 P, fc classifier, one L for all blocks).
+    """Parameters by docs/models.md "Parameter counts" (1x1 P, fc classifier, one L for all blocks).
 
     P: `k_P^2 (C K) P`; F: `k_F^2 C width`; classifier `2C + C n'^2 classes + classes`.
     K: 1 (analysis), `1 + L J + L^2 J (J-1)/2` (scattering tree, n -> n / 2^J),
@@ -86,7 +86,7 @@ IMAGENET_WIDTHS = "--frame-width 512 1024 1024 2048 2048 2048"
 P4, W4 = (64, 128, 256, 512), (1024, 2048, 4096, 8192)
 P6, W6 = (64, 128, 256, 512, 512, 512), (512, 1024, 1024, 2048, 2048, 2048)
 
-#: (seed README command line, parameters by MODELS.md's formulas)
+#: (seed README command line, parameters by docs/models.md's formulas)
 SEED_LINES = [
     *[
         (f"{MNIST} {MNIST_ANALYSIS} --non-linearity {nl}",
@@ -120,7 +120,7 @@ SEED_LINES = [
 
 
 def test_formula_reproduces_models_md_worked_numbers():
-    """The independent formula above agrees with MODELS.md's worked examples."""
+    """The independent formula above agrees with docs/models.md's worked examples."""
     assert models_md_count("mnist", "analysis", width=(2048,), k=14, stride=7) == 409_260
     assert models_md_count("cifar10", "scatnet", J=3, P=(128,)) == 104_074
     assert (

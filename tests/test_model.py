@@ -1,9 +1,9 @@
 """Model assembly (`sepconc.model`): shapes, parameter counts, config errors, gradients.
 
-- Every architecture's blocks have the channel counts and sizes of MODELS.md, checked on
+- Every architecture's blocks have the channel counts and sizes of docs/models.md, checked on
   real forward passes (synthetic 16x16, MNIST 28x28, CIFAR 32x32, small widths);
   blocks without a frame output unit vectors at every position.
-- Parameter counts equal MODELS.md's formulas and its worked numbers (409,260; 104,074;
+- Parameter counts equal docs/models.md's formulas and its worked numbers (409,260; 104,074;
   11,275,466) for the seed's command lines.
 - Per-block lists are padded as documented; impossible configurations are a one-line
   `UserError` that names the numbers.
@@ -215,7 +215,7 @@ def test_impossible_configs_are_user_errors(flat, shape, pattern):
 # ------------------------------------------------------------------ parameter counts
 
 SEED_MODELS = [
-    # (dataset shape, classes, flat, MODELS.md worked number or None)
+    # (dataset shape, classes, flat, docs/models.md worked number or None)
     (
         (1, 28, 28),
         {
@@ -288,7 +288,7 @@ def test_parameter_counts_of_the_seed_models(shape, flat, worked, fast_init):
 
 
 def test_worked_example_breakdown(fast_init):
-    """MODELS.md's CIFAR-10 scatnetblockanalysis example, term by term."""
+    """docs/models.md's CIFAR-10 scatnetblockanalysis example, term by term."""
     config = model(
         arch="scatnetblockanalysis",
         n_blocks=4,

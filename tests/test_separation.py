@@ -19,7 +19,7 @@ sign-invariant, atoms of equal norm `sqrt(d / width)`, exactly tight: `F^T F = I
 made tight by the same helper as the random one (Parseval steps with beta 0.1 until every
 eigenvalue of `F^T F` is within 1e-3 of 1: zero steps here, ~48 for the random frame).
 
-Why the effects are expected (MODELS.md "Separation and concentration, measured").
+Why the effects are expected (docs/models.md "Class statistics").
 - Soft-thresholding, `lambda = 1.5 / sqrt(width)`: a sample of class c has large
   coefficients on the few atoms of its mean and small, spread ones (the noise) on the rest;
   the threshold keeps the first and removes most of the second, so each class concentrates

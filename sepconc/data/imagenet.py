@@ -21,7 +21,7 @@ Top-1/top-5 are computed over the head's outputs either way. The val split uses 
 same class folder names. Only the chosen folders are scanned; which files are samples,
 how they decode and the pre-flight check of their headers: `sepconc.data.image_files`.
 
-Transforms (MODELS.md): train `RandomResizedCrop(224)` + `RandomHorizontalFlip()`; val
+Transforms (docs/models.md): train `RandomResizedCrop(224)` + `RandomHorizontalFlip()`; val
 `Resize(256)` + `CenterCrop(224)`; both then `ToTensor()` and ImageNet's mean/std.
 """
 

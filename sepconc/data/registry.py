@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 DATASETS = ("mnist", "cifar10", "cifar100", "imagenet", "digits", "synthetic")
 
-# Per-channel statistics used to normalize (MODELS.md, "Training recipe" -> Data).
+# Per-channel statistics used to normalize (docs/models.md, "Training recipe" -> Data).
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

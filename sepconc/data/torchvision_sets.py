@@ -16,7 +16,7 @@ partial copies. We still compute the md5s against torchvision's list and record
 goes through torchvision (`CIFAR10(root, download=True)` checks the archive's md5), under a
 file lock in `root` so that DDP ranks building the data at once download it once.
 
-Transforms (MODELS.md), on tensors, per item:
+Transforms (docs/models.md), on tensors, per item:
 
 - MNIST: `x / 255` then normalize with mean 0.1307, std 0.3081. No augmentation.
 - CIFAR train: zero-pad 4 pixels, random 32x32 crop, horizontal flip with probability

@@ -3,7 +3,7 @@
 For a signal `x: (B, C, n, n)`, the frame `F` has `width` atoms of shape
 `(C, k, k)` (`d = C k^2`). Patches `x_p` (k x k, stride s) are normalized, then
 `A x = fold_p F^T rho(F x_p / ||x_p||)`, where overlapping reconstructions are
-averaged. `A` maps a signal to the same space (MODELS.md "Tight-frame operator").
+averaged. `A` maps a signal to the same space (docs/models.md "Tight-frame operator").
 
 Normalizing patch by patch equals dividing the frame coefficients of the raw
 patch by the patch norm, so the whole operator is two convolutions:

@@ -1,4 +1,4 @@
-"""Tight-frame and projection diagnostics (logged every epoch; MODELS.md, Training recipe).
+"""Tight-frame and projection diagnostics (logged every epoch; docs/models.md, Training recipe).
 
 A frame weight ``F: (width, C, k, k)`` (or ``(width, d)``) is read as ``width`` atoms
 ``f_i`` in ``R^d``, ``d = C k^2``, rows of ``W: (width, d)``. A tight frame of unit bound has

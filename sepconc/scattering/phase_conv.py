@@ -115,7 +115,7 @@ def phase_scattering_dense(x: torch.Tensor, operator: torch.Tensor) -> torch.Ten
 
 class _DenseRectified(torch.autograd.Function):
     """``z = x D`` (one GEMM over ``1+2L`` channels), then ``[low, relu(w), relu(-w)]``
-    written straight into the output in MODELS.md's order ``[Re, Im, -Re, -Im]``.
+    written straight into the output in docs/models.md's order ``[Re, Im, -Re, -Im]``.
 
     Half the GEMM of tabulating the negated channels too, and no concatenation: the
     backward folds the two signed gradients into one (``g+`` where ``w > 0``, ``-g-``
@@ -158,7 +158,7 @@ def dense_linear(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
 
 def rectify_into(z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``z`` ``(c, B, 1+2L, m)`` -> ``out`` ``(c, 1+4L, B, m)``: ``[low, relu(Re), relu(Im),
-    relu(-Re), relu(-Im), ...]`` per input channel (MODELS.md's order), written in place."""
+    relu(-Re), relu(-Im), ...]`` per input channel (docs/models.md's order), written in place."""
     c, B, K, m = z.shape
     L = (K - 1) // 2
     out[:, 0] = z[:, :, 0]
