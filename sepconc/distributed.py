@@ -103,7 +103,8 @@ def launch_local(fn, nprocs: int, device_type: str, *args, reraise=(UserError,))
         init = f"file://{tmp}/store"
         try:
             mp.start_processes(
-                _child, args=(nprocs, device_type, init, fn, args, reraise), nprocs=nprocs,
+                _child, args=(nprocs, device_type, init, fn, args, reraise, _verbose()),
+                nprocs=nprocs,
                 start_method="spawn", join=True,
             )  # fmt: skip
         except mp.ProcessRaisedException:
@@ -139,14 +140,21 @@ def _finished_marker(init: str, rank: int) -> str:
     return _side_file(init, "finished", rank)
 
 
-def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args, reraise) -> None:
+def _verbose() -> bool:
+    """Whether this process logs at DEBUG (`-v`): its DDP children do the same."""
+    return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args, reraise,
+           verbose: bool = False) -> None:  # fmt: skip
     os.environ["LOCAL_RANK"] = str(rank)
-    # A spawned process starts with no logging config: rank 0 logs like the parent, others warn.
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    # A spawned process starts with no logging config: the command line's (sepconc's own
+    # lines on the terminal, libraries' filtered out unless verbose); ranks > 0 only warn.
+    from sepconc.logs import setup_logging
+
+    setup_logging(verbose)
+    if rank:
+        logging.getLogger().setLevel(logging.WARNING)
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(rank)
