@@ -245,3 +245,10 @@ def test_storage_and_tracking_refused_before_anything_is_written(tmp_path, chang
     with pytest.raises(UserError, match=expect):
         driver.launch(str(path), runs_dir=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_building_blocks_stay_importable_from_the_driver():
+    """Scripts that write a sweep's record without Ray import these from the driver module."""
+    from sepconc.sweep.driver import parent_run, read_meta, sweep_paths
+
+    assert callable(parent_run) and callable(sweep_paths) and callable(read_meta)

@@ -40,6 +40,7 @@ from sepconc.sweep.sweep_state import (
     create_state,
     discard_state,
     is_stale,
+    parent_run,  # noqa: F401 - part of this module's public API (scripts build sweeps with it)
     trials_problem,
     tune_state_exists,
 )
