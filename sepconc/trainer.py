@@ -49,6 +49,7 @@ from sepconc.model import SepConcNet, plan_model
 from sepconc.probes import block_statistics, probe_set, weight_diagnostics
 from sepconc.progress import EpochProgress
 from sepconc.run_folder import check_out_folder, metrics_rows, prepare_run_folder, run_folder_of
+from sepconc.yamlio import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _resumed_run(config: Config) -> tuple[str, dict] | None:
         return None
     folder = run_folder_of(config.run.resume)
     try:
-        saved = yaml.safe_load((folder / "config.yaml").read_text())
+        saved = load_yaml((folder / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return None
     return (str(folder), saved) if isinstance(saved, dict) else None
