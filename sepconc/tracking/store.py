@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sepconc.errors import UserError
+from sepconc.errors import UserError, clean_reason
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,8 @@ def ensure_store(uri: str) -> None:
         with store_lock(uri):
             SqlAlchemyStore(uri, str(path.parent / "mlflow-artifacts"))  # creates the schema
     except (MlflowException, SQLAlchemyError, OSError) as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0][:300] if text else type(exc).__name__
         raise UserError(
-            f"MLflow store {path} cannot be opened ({first}); if an older MLflow wrote it, "
+            f"MLflow store {path} cannot be opened ({clean_reason(exc)}); if an older MLflow wrote it, "
             f"back it up and run `mlflow db upgrade {uri}`, else move it away or pass "
             "another --tracking-uri"
         ) from None
