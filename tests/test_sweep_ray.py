@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -146,11 +147,13 @@ def parse_table(text: str) -> list[dict[str, str]]:
 
 
 def fmt(value: str) -> str:
-    try:
-        number = float(value)
-    except ValueError:
+    """A CSV cell as the printed table shows it: decimal numbers at 4 significant digits,
+    anything else as is (Python's float() would also read a trial id such as 05576_00000)."""
+    if value == "nan":
         return value
-    return "nan" if number != number else f"{number:.4g}"
+    if not re.fullmatch(r"-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?", value):
+        return value
+    return f"{float(value):.4g}"
 
 
 def test_asha_sweep_records_compares_and_exports(tmp_path):
