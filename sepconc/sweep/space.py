@@ -127,11 +127,8 @@ def describe_variant(spec: SweepSpec, params: dict[str, Any], config: Config | N
     return " ".join(parts) or "(base)"
 
 
-def _describe(params: dict[str, Any]) -> str:
+def describe(params: dict[str, Any]) -> str:
+    """`key=value ...` of a trial's swept parameters (for messages and tables); floats at 4
+    significant digits."""
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                     for k, v in params.items()) or "(base)"  # fmt: skip
-
-
-def describe(params: dict[str, Any]) -> str:
-    """`key=value ...` of a trial's swept parameters (for messages and tables)."""
-    return _describe(params)
