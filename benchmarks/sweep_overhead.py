@@ -32,19 +32,16 @@ def run_sweep(file: str, runs: Path, extra: list[str], env: dict | None = None) 
 
 
 def measure(name: str, runs: Path) -> dict:
-    from mlflow.tracking import MlflowClient
-
     sys.path.insert(0, str(ROOT))
-    from sepconc.sweep.results import trial_runs
+    from sepconc.tracking.read import fetch_history, sweep_trials
 
-    meta, trials = trial_runs(name, runs)
-    client = MlflowClient(meta["tracking_uri"])
+    _, client, trials = sweep_trials(name, runs)
     train_s, epochs, best = 0.0, 0, 0.0
-    for run in trials:
-        history = client.get_metric_history(run.info.run_id, "epoch_seconds")
-        train_s += sum(m.value for m in history)
+    for trial in trials:
+        history = fetch_history(client, trial.run_id, "epoch_seconds")
+        train_s += sum(v for _, v in history)
         epochs += len(history)
-        best = max(best, run.data.metrics.get("best_val_acc1", 0.0))
+        best = max(best, trial.last.get("best_val_acc1", 0.0))
     return {"trials": len(trials), "trial_epochs": epochs, "train_s": train_s, "best": best}
 
 

@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from sepconc.report.collect import best_per_group, collect_sweep
-from sepconc.report.epochs import common_epoch, comparison_epochs, value_at
 from sepconc.report.figures import _bands
 from sepconc.report.summary import best_trial, effect_sizes, format_summary
 from sepconc.sweep.results import sweep_table
+from sepconc.tracking.epochs import common_epoch, comparison_epochs, value_at
 from sepconc.tracking.store import (
     PARENT,
     TAG_KIND,

@@ -210,8 +210,8 @@ def test_loss_check_raises_no_autograd_warning():
 def test_progress_says_stopped_at_epoch_and_rung_with_short_numbers(caplog):
     from types import SimpleNamespace
 
+    from sepconc.cli.tables import format_table
     from sepconc.sweep.callbacks import ProgressCallback
-    from sepconc.sweep.results import format_table
 
     asha = {"type": "asha", "grace_period": 1, "reduction_factor": 2, "max_t": 4}
     progress = ProgressCallback("val_acc1", 2, epochs=4, scheduler=asha)

@@ -23,7 +23,8 @@ def register(sub) -> None:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    from sepconc.sweep.results import format_table, sweep_table
+    from sepconc.cli.tables import print_table
+    from sepconc.sweep.results import sweep_table
 
     rows = sweep_table(args.name, args.runs_dir)
     if args.command == "status":
@@ -31,7 +32,7 @@ def run_table(args: argparse.Namespace) -> int:
         rows = [{k: v for k, v in r.items() if k in keep or k.startswith(("final_", "best_"))}
                 | {"run_id": r["run_id"]} for r in rows]  # fmt: skip
     as_csv = getattr(args, "csv", False)
-    print(format_table(rows, as_csv=as_csv))
+    print_table(rows, as_csv=as_csv)
     common = next((k for k in rows[0] if "_at_epoch" in k), None) if rows else None
     if args.command == "compare" and not as_csv and common:
         metric, epoch = common.rsplit("_at_epoch", 1)
@@ -44,13 +45,14 @@ def run_table(args: argparse.Namespace) -> int:
 def run_best(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from sepconc.cli.tables import print_table
     from sepconc.errors import UserError
-    from sepconc.sweep.results import best_trials, export_config, format_table
+    from sepconc.sweep.results import best_trials, export_config
 
     if args.k < 1:
         raise UserError(f"-k must be >= 1, got {args.k}")
     rows = best_trials(args.name, args.k, args.runs_dir)
-    print(format_table(rows))
+    print_table(rows)
     if args.out:
         export_config(args.name, rows[0]["run_id"], Path(args.out), args.runs_dir)
         print(f"wrote {args.out}: retrain with `python launch.py train --config {args.out}`")

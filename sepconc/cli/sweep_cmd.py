@@ -89,7 +89,8 @@ def run_resume(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict, runs_dir: str) -> int:
-    from sepconc.sweep.results import print_table, sweep_table
+    from sepconc.cli.tables import print_table
+    from sepconc.sweep.results import sweep_table
 
     print_table(sweep_table(summary["name"], runs_dir), title=f"sweep {summary['name']}")
     print(

@@ -4,7 +4,7 @@
 `metric_vs_params.png`, `learning_curves.png`, `layer_stats.png`,
 `parallel_coordinates.png` and `summary.txt`, and logs them as artifacts (`report/`) of the
 sweep's MLflow parent run. Trials are compared at epochs they all reached, never at their
-own last epochs (`sepconc.report.epochs`). `run_report(run_id, uri)` writes `learning_curves.png`,
+own last epochs (`sepconc.tracking.epochs`). `run_report(run_id, uri)` writes `learning_curves.png`,
 `layer_stats.png` and `summary.txt` for one run and logs them to that run.
 """
 

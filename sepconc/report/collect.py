@@ -1,30 +1,36 @@
 """Read what a report draws from MLflow: a sweep's trials, or one run, with metric histories.
 
-A sweep is found through its `sweep.json` (`sepconc.sweep.driver.read_meta`); its trials
-are the child runs of the sweep's parent run, with the tags the sweep callback writes
-(`sepconc.trial_id`, `sepconc.status`, `sepconc.asha_rung`). Per-layer statistics use the
-names the trainer logs: `input/<stat>` and `block{i}/<stat>` (`sepconc.probes`).
+Runs are found, read, ranked and sorted into "varying" parameters by
+`sepconc.tracking.read` (the rules `status`, `compare` and `best` use too); this module
+groups them for the figures. Per-layer statistics use the names the trainer logs:
+`input/<stat>` and `block{i}/<stat>` (`sepconc.probes`).
 
 Only the histories a figure needs are fetched (`MlflowClient.get_metric_history`, one call
 per run and key): the metric's per-epoch values for every trial; the per-layer statistics
 over epochs for a single run, and for the trials `best_per_group` picks in a sweep. The
 last epoch's values come with the run itself. Trials are compared at common epochs
-(`sepconc.report.epochs`), never at their own last epochs.
+(`sepconc.tracking.epochs`), never at their own last epochs.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from sepconc.errors import UserError
-from sepconc.report.epochs import common_epoch, comparison_epochs, value_at
-from sepconc.sweep.results import HIDDEN_PARAMS  # internal per-trial settings, not swept
-from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL, tracking_client
+from sepconc.tracking.epochs import common_epoch, comparison_epochs
+from sepconc.tracking.read import (
+    Trial,
+    best_trial,
+    fetch_histories,
+    load_run,
+    sweep_trials,
+    varying_params,
+)
 from sepconc.yamlio import load_yaml
 
 #: Per-layer class statistics drawn by the report (`sepconc.metrics.class_stats`).
@@ -33,47 +39,23 @@ _LAYER = re.compile(r"^(input|block(\d+))/")
 
 
 @dataclass
-class Trial:
-    """One run: identity, status, parameters (text as logged), last values and histories.
-
-    `history[key]` is a list of `(epoch, value)` sorted by epoch; `rung` is the ASHA
-    milestone (epoch) where the trial was stopped, or None.
-    """
-
-    run_id: str
-    name: str
-    status: str
-    params: dict[str, str]
-    last: dict[str, float]
-    rung: int | None = None
-    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-
-    def value(self, key: str) -> float:
-        """The value of `key` at the run's last logged epoch (NaN if never logged)."""
-        return self.last.get(key, math.nan)
-
-    def at(self, key: str, epoch: int | None) -> float:
-        """The value of `key` at `epoch`, from its fetched history (NaN if not logged)."""
-        return value_at(self.history.get(key, []), epoch)
-
-    @property
-    def epochs(self) -> int:
-        return int(self.last.get("epoch", max((s for s, _ in self.history.get("val_acc1", [])),
-                                              default=0)))  # fmt: skip
-
-
-@dataclass
 class SweepRecord:
-    """A sweep as the report sees it: its trials (failed ones included) and what varies."""
+    """A sweep as the report sees it: its trials (failed ones included), what varies
+    (`read.varying_params`) and the direction of the reported metric (`mode`)."""
 
     name: str
     meta: dict[str, Any]
     trials: list[Trial]
     varying: list[str]
+    mode: str = "max"
 
     @property
     def parent_run_id(self) -> str:
         return self.meta["parent_run_id"]
+
+    def best(self, metric: str) -> Trial | None:
+        """The best non-failed trial by `metric`, ranked as `best` ranks (`read.rank`)."""
+        return best_trial(self.trials, metric, self.mode)
 
     @property
     def finished(self) -> list[Trial]:
@@ -106,28 +88,25 @@ def layers_of(metrics: dict[str, float] | list[str]) -> list[str]:
     return sorted(found, key=found.get)
 
 
-def collect_sweep(name: str, runs_dir: str = "runs", metric: str = "val_acc1") -> SweepRecord:
-    """The sweep's trials with the `metric` history of each; a UserError if it has none."""
+def collect_sweep(name: str, runs_dir: str = "runs", metric: str = "val_acc1",
+                  mode: str | None = None) -> SweepRecord:  # fmt: skip
+    """The sweep's trials with the `metric` history of each; a UserError if it has none.
 
-    from sepconc.sweep.driver import read_meta
+    `mode` (max | min) defaults to the sweep's own for its objective, else
+    `read.mode_for(metric)` (`sepconc.sweep.results.metric_mode`).
+    """
+    from sepconc.sweep.results import metric_mode
 
-    meta = read_meta(name, runs_dir)
-    client = tracking_client(meta["tracking_uri"])
-    runs = client.search_runs([meta["experiment_id"]],
-                              filter_string=f"tags.`{PARENT}` = '{meta['parent_run_id']}'",
-                              max_results=10000)  # fmt: skip
-    if not runs:
+    meta, client, trials = sweep_trials(name, runs_dir)
+    if not trials:
         raise UserError(f"sweep '{name}' has no trial in {meta['tracking_uri']} yet; "
                         f"see `status {name}`")  # fmt: skip
-    trials = [_trial(run) for run in runs]
-    for trial in trials:
-        if trial.status != "failed":
-            trial.history[metric] = _history(client, trial.run_id, metric)
-    record = SweepRecord(name, meta, trials, varying_params(trials))
+    fetch_histories(client, trials, [metric])
+    mode = mode or metric_mode(name, metric, runs_dir)
+    record = SweepRecord(name, meta, trials, varying_params(trials), mode)
     _, groups = best_per_group(record, metric=metric)
     for trial in groups.values():  # the per-layer figure reads these at a common epoch
-        for key in layer_keys(trial.last):
-            trial.history[key] = _history(client, trial.run_id, key)
+        fetch_histories(client, [trial], layer_keys(trial.last))
     return record
 
 
@@ -162,26 +141,10 @@ def layer_keys(metrics: dict[str, float] | list[str]) -> list[str]:
 
 def collect_run(run_id: str, tracking_uri: str) -> Trial:
     """One run with the histories of val/train top-1 and of every layer statistic (+ NCM)."""
-    from mlflow.exceptions import MlflowException
-
-    client = tracking_client(tracking_uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise UserError(f"no MLflow run {run_id!r} in {tracking_uri}; check the id "
-                        f"(mlflow ui) or --tracking-uri") from None  # fmt: skip
-    trial = _trial(run)
-    for key in ["val_acc1", "train_acc1", *layer_keys(run.data.metrics)]:
-        if key in run.data.metrics:
-            trial.history[key] = _history(client, run_id, key)
+    client, trial = load_run(run_id, tracking_uri)
+    keys = ["val_acc1", "train_acc1", *layer_keys(trial.last)]
+    fetch_histories(client, [trial], [k for k in keys if k in trial.last])
     return trial
-
-
-def varying_params(trials: list[Trial]) -> list[str]:
-    """Parameters (not internal settings) whose value differs between non-failed trials."""
-    params = [t.params for t in trials if t.status != "failed"] or [t.params for t in trials]
-    keys = set().union(*params) - HIDDEN_PARAMS
-    return sorted(k for k in keys if len({p.get(k) for p in params}) > 1)
 
 
 def ordered_values(values: list[str]) -> list[str]:
@@ -220,20 +183,3 @@ def _parse(text: str) -> Any:
     if isinstance(value, list) and not all(isinstance(v, (int, float)) for v in value):
         return text
     return value
-
-
-def _trial(run) -> Trial:
-    tags = run.data.tags
-    rung = tags.get(TAG_RUNG)
-    status = tags.get(TAG_STATUS) or {"FAILED": "failed", "FINISHED": "completed"}.get(
-        run.info.status, run.info.status.lower()
-    )
-    return Trial(run_id=run.info.run_id,
-                 name=tags.get(TAG_TRIAL) or run.info.run_name or run.info.run_id[:8],
-                 status=status, params=dict(run.data.params), last=dict(run.data.metrics),
-                 rung=int(rung) if rung and rung.isdigit() else None)  # fmt: skip
-
-
-def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
-    points = {m.step: m.value for m in client.get_metric_history(run_id, key)}
-    return sorted(points.items())

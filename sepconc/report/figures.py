@@ -5,7 +5,7 @@ coordinates (here) and per-layer class statistics (`layer_figures`). Run figures
 curves (here) and per-layer statistics over epochs. Every function takes the collected
 records (`sepconc.report.collect`) and the PNG path, and returns the path.
 
-Trials are compared only at epochs they all reached (`sepconc.report.epochs`): ASHA stops
+Trials are compared only at epochs they all reached (`sepconc.tracking.epochs`): ASHA stops
 trials at different epochs, and a stopped trial's epoch-1 value beside a completed trial's
 epoch-4 value compares training lengths, not configurations. Each figure names the epoch
 it compares. Accuracies are percentages (as logged).

@@ -17,8 +17,8 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from sepconc.report.collect import SweepRecord, Trial, best_per_group, layers_of
-from sepconc.report.epochs import common_epoch
 from sepconc.report.style import STYLE, save
+from sepconc.tracking.epochs import common_epoch
 
 _TOTAL = r"$\mathbb{E}\,\|x-\mu\|^2$"
 STAT_AXES = {  # statistic -> (panel title, y label); x: a feature, mu_y: its class's mean

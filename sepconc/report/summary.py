@@ -1,9 +1,9 @@
 """The text summary of a sweep: best trial, its configuration and metrics, effect sizes.
 
-Best trial: the highest best-so-far `metric` (`best_<metric>`), the ranking `launch.py best`
-uses, among trials that did not fail. Effect size of a swept parameter: the mean `metric`
+Best trial: the first of `sepconc.tracking.read.rank` (the best-so-far `metric`, the
+ranking `launch.py best` uses) among trials that did not fail. Effect size of a swept parameter: the mean `metric`
 of the trials at each of its values, and the spread (largest minus smallest mean), in the
-metric's unit, read at one epoch all those trials reached (`sepconc.report.epochs`): first
+metric's unit, read at one epoch all those trials reached (`sepconc.tracking.epochs`): first
 the common epoch of every trial, then each later epoch where ASHA stopped trials, over the
 trials that reached it. A trial's value at one epoch is never averaged with another
 trial's value at another epoch.
@@ -33,11 +33,8 @@ class Effect:
 
 
 def best_trial(record: SweepRecord, metric: str = "val_acc1") -> Trial | None:
-    """The non-failed trial with the highest `best_<metric>`; ties go to the higher final value."""
-    scored = [((t.last.get(f"best_{metric}", t.value(metric)), t.value(metric)), t)
-              for t in sorted(record.finished, key=lambda t: t.name)]  # fmt: skip
-    scored = [(s, t) for s, t in scored if not math.isnan(s[0])]
-    return max(scored, key=lambda st: st[0])[1] if scored else None
+    """The non-failed trial ranked first by `metric` (`SweepRecord.best`, as `best` ranks)."""
+    return record.best(metric)
 
 
 def trials_at(record: SweepRecord, metric: str, epoch: int) -> list[Trial]:

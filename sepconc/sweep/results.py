@@ -1,15 +1,13 @@
-"""Read a sweep's results back from MLflow: `status`, `compare`, `best` (and `best --out`).
+"""A sweep's results as rows: `status`, `compare`, `best` (and `best --out`).
 
-MLflow is the record: one child run per trial under the sweep's parent run,
-with the trial's resolved parameters, per-epoch metrics and status tags.
+MLflow is the record: one child run per trial under the sweep's parent run, with the
+trial's resolved parameters, per-epoch metrics and status tags. Reading, ranking and the
+varying-params rule are `sepconc.tracking.read`'s; this module adds the sweep file (the
+objective) and shapes rows. The command line prints them (`sepconc.cli.tables`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +16,17 @@ from sepconc.errors import UserError
 from sepconc.sweep.driver import read_meta
 from sepconc.sweep.reproduce import NOT_EXPORTED, run_settings
 from sepconc.sweep.spec import load_sweep
-from sepconc.tracking.store import PARENT, TAG_RUNG, TAG_STATUS, TAG_TRIAL, tracking_client
+from sepconc.tracking.epochs import common_epoch
+from sepconc.tracking.read import (
+    fetch_histories,
+    load_run,
+    mode_for,
+    rank,
+    score,
+    sweep_trials,
+    varying_params,
+)
 from sepconc.yamlio import dump_yaml, load_yaml
-
-# Internal per-trial settings that are not part of what the user swept.
-HIDDEN_PARAMS = {"num_workers", "tracking", "checkpoint_every", "checkpoint_keep", "out", "resume",
-                 "cache_dir"}  # fmt: skip
-
-
-def trial_runs(name: str, runs_dir: str | Path = "runs") -> tuple[dict, list]:
-    """The sweep's metadata and its child runs (MLflow `Run` objects)."""
-
-    meta = read_meta(name, runs_dir)
-    client = tracking_client(meta["tracking_uri"])
-    runs = client.search_runs([meta["experiment_id"]],
-                              filter_string=f"tags.`{PARENT}` = '{meta['parent_run_id']}'",
-                              max_results=10000)  # fmt: skip
-    return meta, runs
 
 
 def _last_block(metrics: dict[str, float]) -> str | None:
@@ -50,64 +42,58 @@ def sweep_objective(name: str, runs_dir: str | Path = "runs") -> tuple[str, str]
     return spec.metric, spec.mode
 
 
+def metric_mode(name: str, metric: str, runs_dir: str | Path = "runs") -> str:
+    """The direction of `metric` for sweep `name`: the sweep's `mode` when `metric` is its
+    objective (and its sweep file is there), else `read.mode_for(metric)`."""
+    if (Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml").is_file():
+        objective, mode = sweep_objective(name, runs_dir)
+        if objective == metric:
+            return mode
+    return mode_for(metric)
+
+
 def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = None,
                 mode: str | None = None) -> list[dict]:  # fmt: skip
     """One row per trial: id, status, epoch, rung, the params that vary, then the metric.
 
-    Metric columns: `<metric>_at_epoch<E>`, the metric at the common epoch E (the last
-    epoch every non-failed trial with a value reached: the column to compare trials by,
-    since ASHA stops them at different epochs), `final_<metric>` at the trial's own last
-    epoch (`epoch`), `best_<metric>` (the trainer's `best_<metric>` where it logs one,
-    val_acc1, else the best of the history), and the last block's Fisher ratio, within-class
-    share and NCM accuracy (%) at the trial's last epoch. `metric`/`mode` default to the
-    sweep's own; rows are sorted best first (by `best_<metric>`, as `best` ranks).
+    The varying params are `read.varying_params` (the one rule `report` uses too), their
+    cells the text as logged. Metric columns: `<metric>_at_epoch<E>`, the metric at the
+    common epoch E (the last epoch every non-failed trial with a value reached: the column
+    to compare trials by, since ASHA stops them at different epochs), `final_<metric>` at
+    the trial's own last epoch (`epoch`), `best_<metric>` (`read.score`: the trainer's
+    `best_<metric>` where it logs one, val_acc1, else the best of the history), and the
+    last block's Fisher ratio, within-class share and NCM accuracy (%) at the trial's last
+    epoch. `metric` defaults to the sweep's own, `mode` to `metric_mode`; rows are ranked
+    best first (`read.rank`, as `best` and `report` rank). [] before the first trial.
     """
-    from sepconc.report.epochs import common_epoch, value_at
-
-    if metric is None or mode is None:
+    if metric is None:
         metric, mode = sweep_objective(name, runs_dir)
-    meta, runs = trial_runs(name, runs_dir)
-    sign = 1.0 if mode == "max" else -1.0
-    params = [r.data.params for r in runs]
-    varying = sorted(k for k in set().union(*params) if k not in HIDDEN_PARAMS
-                     and len({p.get(k) for p in params}) > 1) if params else []  # fmt: skip
-    client = tracking_client(meta["tracking_uri"])
-    histories = {r.info.run_id: _history(client, r.info.run_id, metric) for r in runs}
-    status = {r.info.run_id: r.data.tags.get(TAG_STATUS, r.info.status.lower()) for r in runs}
-    common = common_epoch([h for run_id, h in histories.items() if status[run_id] != "failed"])
+    mode = mode or metric_mode(name, metric, runs_dir)
+    _, client, trials = sweep_trials(name, runs_dir)
+    fetch_histories(client, trials, [metric])
+    varying = varying_params(trials)
+    common = common_epoch([t.history[metric] for t in trials if not t.failed])
     rows = []
-    for run in runs:
-        m, history = run.data.metrics, histories[run.info.run_id]
-        row: dict[str, Any] = {"trial": run.data.tags.get(TAG_TRIAL, run.info.run_id[:8]),
-                               "status": status[run.info.run_id], "epoch": int(m.get("epoch", 0)),
-                               "rung": run.data.tags.get(TAG_RUNG, "")}  # fmt: skip
-        row.update({k: run.data.params.get(k, "") for k in varying})
+    for trial in rank(trials, metric, mode):
+        row: dict[str, Any] = {"trial": trial.name, "status": trial.status,
+                               "epoch": int(trial.last.get("epoch", 0)),
+                               "rung": "" if trial.rung is None else str(trial.rung)}  # fmt: skip
+        row.update({k: trial.params.get(k, "") for k in varying})
         if common is not None:
-            row[f"{metric}_at_epoch{common}"] = value_at(history, common)
-        row[f"final_{metric}"] = m.get(metric, math.nan)
-        best = (max if mode == "max" else min)((v for _, v in history), default=math.nan)
-        row[f"best_{metric}"] = m.get(f"best_{metric}", best)
-        block = _last_block(m)
+            row[f"{metric}_at_epoch{common}"] = trial.at(metric, common)
+        row[f"final_{metric}"] = trial.value(metric)
+        row[f"best_{metric}"] = score(trial, metric, mode)
+        block = _last_block(trial.last)
         if block:  # separation/concentration of the last block at the last epoch
-            row[f"{block}_fisher"] = m.get(f"{block}/fisher", math.nan)
-            row[f"{block}_within_rel"] = m.get(f"{block}/within_rel", math.nan)
-            row[f"{block}_ncm_acc"] = m.get(f"{block}/ncm_acc", math.nan)
-        row["run_id"] = run.info.run_id
+            for stat in ("fisher", "within_rel", "ncm_acc"):
+                row[f"{block}_{stat}"] = trial.value(f"{block}/{stat}")
+        row["run_id"] = trial.run_id
         rows.append(row)
-    rows.sort(key=lambda r: -_num(sign * r[f"best_{metric}"]))
     return rows
 
 
-def _history(client, run_id: str, metric: str) -> list[tuple[int, float]]:
-    return sorted((h.step, h.value) for h in client.get_metric_history(run_id, metric))
-
-
-def _num(value) -> float:
-    return value if isinstance(value, (int, float)) and not math.isnan(value) else -math.inf
-
-
 def best_trials(name: str, k: int = 1, runs_dir: str | Path = "runs") -> list[dict]:
-    """The top `k` trials by the sweep's metric and mode (completed or stopped)."""
+    """The top `k` rows of `sweep_table` among trials that did not fail."""
     rows = [r for r in sweep_table(name, runs_dir) if r["status"] != "failed"]
     if not rows:
         raise UserError(f"sweep '{name}' has no finished trial yet; see `status {name}`")
@@ -121,8 +107,8 @@ def export_config(name: str, run_id: str, out: Path, runs_dir: str | Path = "run
     `cache`, `phase_method`, ...), not the per-run plumbing (`reproduce.NOT_EXPORTED`).
     """
     meta = read_meta(name, runs_dir)
-    run = tracking_client(meta["tracking_uri"]).get_run(run_id)
-    flat = {k: load_yaml(v) for k, v in run.data.params.items()
+    _, trial = load_run(run_id, meta["tracking_uri"])
+    flat = {k: load_yaml(v) for k, v in trial.params.items()
             if k in FIELD_SECTION and k not in NOT_EXPORTED}  # fmt: skip
     if "num_workers" not in flat:  # a run logged before the worker count was: the sweep's
         spec = load_sweep(Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml",
@@ -135,38 +121,3 @@ def export_config(name: str, run_id: str, out: Path, runs_dir: str | Path = "run
                    + dump_yaml(flat))  # fmt: skip
     tmp.replace(out)
     return config
-
-
-def format_table(rows: list[dict], as_csv: bool = False) -> str:
-    if not rows:
-        return "(no trials yet)"
-    columns = [c for c in rows[0] if c != "run_id"] + ["run_id"]
-    if as_csv:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue()
-    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
-
-
-def print_table(rows: list[dict], title: str = "") -> None:
-    if title:
-        print(title)
-    print(format_table(rows))
-
-
-FLOAT_TEXT = re.compile(r"^-?\d+(\.\d+)?([eE]-?\d+)?$")
-
-
-def _fmt(value) -> str:
-    """A cell: floats (and float parameters, logged as text) at 4 significant digits."""
-    if isinstance(value, str) and FLOAT_TEXT.match(value):
-        value = float(value)  # a sampled lr is logged as 0.003123456789012345
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)

@@ -10,8 +10,8 @@ trial's metric at one epoch all compared trials reached:
   rungs and the last epoch), each compared over the trials that reached it (at least two).
 
 Histories are lists of `(epoch, value)` as MLflow logs them (`step` = epoch), any order.
-No MLflow, no plotting: pure functions, shared by `sepconc.report` and
-`sepconc.sweep.results`.
+No MLflow, no plotting: pure functions of the read side (`sepconc.tracking.read`), shared
+by `report` and `compare`.
 """
 
 from __future__ import annotations
