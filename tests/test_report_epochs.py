@@ -169,8 +169,8 @@ def test_report_figures_from_the_record(runs):
 
 
 def test_layer_statistics_read_at_one_epoch_every_chosen_trial_logged():
-    from sepconc.report.collect import Trial
     from sepconc.report.layer_figures import stats_epoch
+    from sepconc.tracking.read import Trial
 
     def trial(stat_epochs):
         history = {"block1/within_rel": [(e, 0.5) for e in stat_epochs]}

@@ -67,7 +67,8 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
     best first (`read.rank`, as `best` and `report` rank). [] before the first trial.
     """
     if metric is None:
-        metric, mode = sweep_objective(name, runs_dir)
+        metric, sweep_mode = sweep_objective(name, runs_dir)
+        mode = mode or sweep_mode
     mode = mode or metric_mode(name, metric, runs_dir)
     _, client, trials = sweep_trials(name, runs_dir)
     fetch_histories(client, trials, [metric])
