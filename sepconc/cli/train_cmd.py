@@ -12,7 +12,6 @@ import logging
 import sys
 
 from sepconc.config import ARCHS, CLASSIFIERS, DEVICES, NON_LINEARITIES, PHASE_METHODS
-from sepconc.errors import clean_reason
 
 log = logging.getLogger(__name__)
 
@@ -146,64 +145,22 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train as the flags say (tracked unless `--no-tracking`: `sepconc.trainer.train` builds
+    the tracker); a diverged loss is one `error:` line and exit status 1."""
     config = config_from_args(args)
     if getattr(args, "dry_run", False):
         return dry_run(config)
     from sepconc.loop import TrainingDiverged
     from sepconc.trainer import train
 
-    preflight(config)
-    hooks = []
-    if config.tracking.tracking:
-        from sepconc.tracking.train_run import mlflow_train_hooks
-
-        config, hooks = mlflow_train_hooks(config)
     try:
-        result = train(config, hooks)
+        result = train(config)
     except TrainingDiverged as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr)
-        for hook in hooks:
-            hook.fail(str(exc))
         return 1
-    except BaseException as exc:  # a bad checkpoint, a crash, Ctrl-C: never leave it RUNNING
-        for hook in hooks:
-            hook.fail(clean_reason(exc, limit=500))
-        raise
-    for hook in hooks:
-        hook.finish(result.run_dir)
     print(f"run folder: {result.run_dir}")
     print(f"best val_acc1: {result.best_val_acc1:.2f}  epochs: {result.epochs_done}")
     return 0
-
-
-def preflight(config) -> None:
-    """Refuse now, before anything is written (tracking store, MLflow run, run folder), what
-    `train` would refuse later: an architecture that does not fit the data set's images, a
-    missing or mis-laid data folder, a bad class-indices file, an ImageNet class folder
-    without images or an unreadable image header, an `--out` folder holding another run, a
-    `--resume` without a readable checkpoint that fits the model, or whose checkpoints hold
-    objects the safe loader refuses. Reads no pixels; loads the checkpoint `--resume` would
-    continue from (on the CPU)."""
-    from sepconc.checkpoint import check_loadable, load_latest_good, resolve_resume
-    from sepconc.data import check_data, dataset_spec
-    from sepconc.loop import build_optimizer
-    from sepconc.model import build_model, plan_model
-    from sepconc.run_folder import check_out_folder
-    from sepconc.trainer import apply_checkpoint
-
-    d = config.data
-    plan_model(config.model, dataset_spec(d.dataset, d.nb_classes)[0])
-    check_data(d.dataset, d.data, download=d.download, nb_classes=d.nb_classes,
-               class_indices=d.class_indices, seed=config.run.seed or 0,
-               compact_head=d.compact_head)  # fmt: skip
-    check_out_folder(config.run.out, config.run.resume)
-    if config.run.resume:
-        candidates = resolve_resume(config.run.resume)
-        check_loadable(candidates)
-        path, state = load_latest_good(candidates, warn=False)
-        net = build_model(config)
-        o = config.optim
-        apply_checkpoint(path, state, net, build_optimizer(net, o.lr, o.momentum, o.weight_decay))
 
 
 def dry_run(config) -> int:
