@@ -2,7 +2,7 @@
 
 - `sepconc.train(config)` with tracking on writes the same MLflow run as `launch.py train`
   with the same flags (here `sepconc.cli.main`, what launch.py calls, in this process): the
-  same param keys and values (but the run folder and the store), metric keys and steps, tags, artifacts.
+  same param keys and values (but the run folder), metric keys and steps, tags, artifacts.
 - With tracking off nothing is written outside the run folder (no store, no tracking.json).
 - An error during training closes the run FAILED with the reason (Python API too).
 - 2 local DDP processes (slow): the tracker, pickled to the ranks, logs each epoch once.
@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 import sepconc
 from sepconc.cli import main
 from sepconc.loop import TrainingDiverged
+from sepconc.run_folder import read_tracking
 from tests.test_checkpoint_faults import FLAGS, config
 
 
@@ -29,40 +30,39 @@ def workdir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def only_run(uri: str, experiment: str = "sepconc-train"):
+def only_run(uri: str):
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("sepconc-train").experiment_id])
     assert len(runs) == 1, [r.info.run_name for r in runs]
     return client, runs[0]
 
 
-def recorded(client, run) -> dict:
-    """Everything a run holds that a reader sees, the run folder aside."""
+def recorded(client, run_dir: Path) -> dict:
+    """Everything the run of `run_dir` holds that a reader sees, the run folder aside."""
+    run = client.get_run(read_tracking(run_dir)["run_id"])
     run_id = run.info.run_id
     steps = {key: sorted(m.step for m in client.get_metric_history(run_id, key))
              for key in run.data.metrics}  # fmt: skip
-    params = {k: v for k, v in run.data.params.items() if k not in ("out", "tracking_uri")}
+    params = {k: v for k, v in run.data.params.items() if k != "out"}
     return {"status": run.info.status, "name": run.info.run_name, "params": params,
             "steps": steps, "tags": run.data.tags,
             "artifacts": sorted(a.path for a in client.list_artifacts(run_id))}  # fmt: skip
 
 
 def test_python_api_logs_the_same_run_as_the_command_line(workdir):
-    api_uri = f"sqlite:///{workdir / 'api.db'}"
-    cli_uri = f"sqlite:///{workdir / 'cli.db'}"
-    result = sepconc.train(config(out=workdir / "api" / "run", tracking=True, tracking_uri=api_uri,
-                                  experiment="same"))  # fmt: skip
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    api_dir, cli_dir = workdir / "api" / "run", workdir / "cli" / "run"
+    result = sepconc.train(config(out=api_dir, tracking=True, tracking_uri=uri))
     assert main(["train", *FLAGS, "--epochs", "2", "--checkpoint-keep", "3", "--out",
-                 str(workdir / "cli" / "run"), "--tracking-uri", cli_uri,
-                 "--experiment", "same"]) == 0  # fmt: skip
-    api = recorded(*only_run(api_uri, "same"))
-    cli = recorded(*only_run(cli_uri, "same"))
+                 str(cli_dir), "--tracking-uri", uri]) == 0  # fmt: skip
+    client = MlflowClient(uri)
+    api, cli = recorded(client, api_dir), recorded(client, cli_dir)
     assert {k: v for k, v in api["params"].items() if cli["params"].get(k) != v} == {}
     assert api == cli
     assert api["status"] == "FINISHED" and api["name"] == "run"
     assert api["steps"]["val_acc1"] == [1, 2] and result.epochs_done == 2
     assert api["tags"]["sepconc.kind"] == "train" and api["artifacts"] == ["data.json"]
-    assert api["params"]["seed"] == "3" and api["params"]["experiment"] == "same"
+    assert api["params"]["seed"] == "3" and api["params"]["tracking_uri"] == uri
 
 
 def test_tracking_off_writes_nothing_outside_the_run_folder(workdir):
