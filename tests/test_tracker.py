@@ -6,6 +6,7 @@
 - With tracking off nothing is written outside the run folder (no store, no tracking.json).
 - An error during training closes the run FAILED with the reason (Python API too).
 - 2 local DDP processes (slow): the tracker, pickled to the ranks, logs each epoch once.
+- A sweep trial trains untracked (its sweep's callback records it): never logged twice.
 """
 
 from __future__ import annotations
@@ -85,3 +86,17 @@ def test_local_ddp_logs_each_epoch_once(workdir):
     client, run = only_run(f"sqlite:///{workdir / 'runs' / 'mlflow.db'}")
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc1"))
     assert (run.info.status, steps, result.epochs_done) == ("FINISHED", [1, 2], 2)
+
+
+def test_a_sweep_trial_trains_untracked_even_if_its_base_says_otherwise(tmp_path):
+    """The sweep driver's callback records each trial as a child run: the trial's own
+    `train` must not log it again (no second run per trial)."""
+    from sepconc.config import Config
+    from sepconc.sweep.trial import trial_flat
+    from sepconc.tracking.tracker import NoTracker, tracker_for
+
+    sweep = {"base": {"dataset": "synthetic", "tracking": True, "tracking_uri": "sqlite:///x"},
+             "workers": 1, "gpus_per_worker": 0, "checkpoint_every": 1, "checkpoint_keep": 2,
+             "trials_dir": str(tmp_path)}  # fmt: skip
+    flat = trial_flat({"params": {"lr": 0.1}}, sweep, "t1")
+    assert isinstance(tracker_for(Config.from_flat(flat)), NoTracker)
