@@ -5,7 +5,8 @@ Public API for researchers:
 - `PhaseScattering2D(shape, L=8)`: the rectified complex wavelet frame, `(B, C, n, n)`
   -> `(B, C (1 + 4L), n // 2, n // 2)`;
 - `parseval_step(weight, beta)`: one tight-frame update, in place;
-- `train(config, hooks)`: one training run (single process, local DDP, or a Ray worker).
+- `train(config, hooks)`: one training run (single process, local DDP, or a Ray worker),
+  logged to MLflow as `config.tracking` says (as `launch.py train` logs it).
 """
 
 from sepconc.config import Config, DataConfig, ModelConfig, OptimConfig, RunConfig

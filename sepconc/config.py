@@ -18,16 +18,17 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from sepconc.config_file import load_config_file as load_config_file  # re-exported
+from sepconc.config_file import yaml_type_problem
 from sepconc.errors import UserError
-from sepconc.yamlio import dump_yaml, load_yaml
+from sepconc.yamlio import dump_yaml
 
 ARCHS = ("analysis", "scatnet", "scatnetblock", "scatnetblockanalysis")
 NON_LINEARITIES = ("absolute", "softshrink", "relu")
 CLASSIFIERS = ("fc", "mlp")
 BACKENDS = ("torch", "torch_skcuda")
 PHASE_METHODS = ("auto", "fourier", "conv", "dense")
+KERNELS = ("auto", "fused", "reference")
 DEVICES = ("auto", "cpu", "cuda")
 
 # Per-block options: one value per block; a shorter list (a single value included) is
@@ -74,6 +75,8 @@ class ModelConfig:
     """Number of hidden layers of the mlp classifier."""
     phase_method: str = "auto"
     """Phase scattering path: auto (fastest) | fourier (oracle) | conv (13x13, <=1e-4) | dense (exact, n<=32)."""
+    kernels: str = "auto"
+    """Implementation of the block operations: auto (fused where measured faster) | fused | reference (stock PyTorch modules)."""
 
     @property
     def blocks(self) -> int:
@@ -187,6 +190,31 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "run
             "tracking": TrackingConfig}  # fmt: skip
 FIELD_SECTION = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
 
+# The `launch.py train` flags are generated from the fields (`sepconc.cli.flags`): a field's
+# flag is `--field-name` (`scattering_J` -> `--scattering-J`), its help the field's
+# docstring, its default and type the field's, per-block lists take one value or more,
+# choices are `field_choices()`. Listed here: only what differs: the seed's short forms and
+# aliases, and `--no-X` for the options on by default.
+FLAG_NAMES = {"arch": ("-a", "--arch"), "workers": ("-j", "--workers"),
+              "batch_size": ("-b", "--batch-size"), "lr": ("--lr", "--learning-rate"),
+              "weight_decay": ("--wd", "--weight-decay"), "print_freq": ("-p", "--print-freq"),
+              "evaluate": ("-e", "--evaluate"), "out": ("--out", "--dir"),
+              "cache": ("--no-cache",), "tracking": ("--no-tracking",)}  # fmt: skip
+# Fields without a flag (a config file's or a sweep's `base:` only).
+NO_FLAG = ("checkpoint_every", "stats_probe_size", "cache_dir", "cache_max_gib")
+# Checked against `field_choices()` by `Config.problems`, free text on the command line
+# (the seed's `--backend BACKEND`).
+FREE_TEXT_FLAGS = ("backend",)
+
+
+def field_choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of each text field that has a fixed set of them."""
+    from sepconc.data import DATASETS
+
+    return {"arch": ARCHS, "non_linearity": NON_LINEARITIES, "classifier_type": CLASSIFIERS,
+            "backend": BACKENDS, "phase_method": PHASE_METHODS, "kernels": KERNELS,
+            "device": DEVICES, "dataset": DATASETS}  # fmt: skip
+
 
 def suggest(name: str, choices) -> str:
     """' (did you mean X?)' for a close match of `name` in `choices`, else ''."""
@@ -258,18 +286,9 @@ class Config:
         """Every invariant that does not need the data set's shape and is broken, one line
         each (naming the field, the value and the fix); [] when the config is valid."""
         m, d, o, r = self.model, self.data, self.optim, self.run
-        from sepconc.data import DATASETS
-
-        out = [
-            problem
-            for name, value, choices in (
-                ("arch", m.arch, ARCHS), ("non_linearity", m.non_linearity, NON_LINEARITIES),
-                ("classifier_type", m.classifier_type, CLASSIFIERS),
-                ("backend", m.backend, BACKENDS), ("phase_method", m.phase_method, PHASE_METHODS),
-                ("device", r.device, DEVICES), ("dataset", d.dataset, DATASETS),
-            )
-            if (problem := _choice_problem(name, value, choices))
-        ]  # fmt: skip
+        flat = self.to_flat()
+        out = [problem for name, choices in field_choices().items()
+               if (problem := _choice_problem(name, flat[name], choices))]  # fmt: skip
         positive = {"n_blocks": m.n_blocks, "scattering_J": m.scattering_J,
                     "avg_ker_size": m.avg_ker_size, "nb_hidden_units": m.nb_hidden_units,
                     "nb_l_mlp": m.nb_l_mlp, "epochs": o.epochs, "batch_size": o.batch_size,
@@ -310,22 +329,6 @@ class Config:
     def save(self, path: Path) -> None:
         """Write the resolved config as YAML (readable by `train --config`)."""
         path.write_text(dump_yaml(self.to_flat()))
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a saved or exported config (flat YAML mapping) with sepconc's YAML loader."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist; pass a config.yaml written by a run")
-    try:
-        values = load_yaml(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: YAML syntax error{line}; fix the file") from None
-    if not isinstance(values, dict):
-        raise UserError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
-    return values
 
 
 def _choice_problem(name: str, value: Any, choices: tuple) -> str | None:
@@ -375,15 +378,3 @@ def _coerce(name: str, value: Any) -> tuple[Any, str | None]:
         return None, (f"{name} must be int, got {value!r} (float); write it without a dot or "
                       f"exponent: {name}: {int(value)}")  # fmt: skip
     return None, f"{name} must be {kind}, got {value!r} ({type(value).__name__})"
-
-
-def yaml_type_problem(name: str, value: Any) -> str:
-    """The message for a text option that YAML read as another type (bool, number, date)."""
-    if isinstance(value, bool):
-        words = "on/yes/true" if value else "off/no/false"
-        text = "on" if value else "off"
-        return (f"{name}: got the boolean {str(value).lower()}: YAML reads unquoted {words} "
-                f"as booleans; quote it: {name}: '{text}'")  # fmt: skip
-    kind = "number" if isinstance(value, (int, float)) else type(value).__name__
-    return (f"{name}: got the {kind} {value}: YAML reads an unquoted {value} as a {kind}, "
-            f"not text; quote it: {name}: '{value}'")  # fmt: skip

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-import sepconc.trainer
+import sepconc.training.setup
 from sepconc.cache import RANDOM_TRAIN, cache_key, key_fields, load_or_build
 from sepconc.config import Config
 from sepconc.data import build_datasets
@@ -55,7 +55,7 @@ def rows(run_dir: str) -> list[dict]:
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_cached_training_equals_recomputing(arch, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(sepconc.trainer, "build_datasets", small_synthetic)
+    monkeypatch.setattr(sepconc.training.setup, "build_datasets", small_synthetic)
     cache = tmp_path / "cache"
     flat = {**BASE, **ARCHS[arch], "cache_dir": str(cache)}
     plain = train(Config.from_flat({**flat, "cache": False, "out": str(tmp_path / "plain")}))

@@ -237,11 +237,11 @@ def test_error_after_the_run_opened_marks_it_failed(tmp_path, monkeypatch, capsy
 
     reason = "could not write checkpoint x/epoch_0002.pt: No space left on device"
 
-    def disk_full(config, hooks):
+    def disk_full(*args, **kwargs):
         raise CheckpointError(reason)
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sepconc.trainer.train", disk_full)
+    monkeypatch.setattr("sepconc.trainer.save_epoch_checkpoint", disk_full)
     import mlflow.tracking._tracking_service.utils as tracking
 
     monkeypatch.setattr(tracking, "_tracking_uri", tracking._tracking_uri)  # main() sets it

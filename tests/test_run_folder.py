@@ -250,27 +250,27 @@ def test_sigkill_during_checkpoint_write_then_resume(tmp_path):
 
 
 def test_resume_logs_the_epoch_a_killed_attempt_had_not(cli, tmp_path, capsys):
-    """Killed after epoch 2's checkpoint and row, before its MLflow log: the resume reopens
-    the run (from `tracking.json`) and logs epoch 2 from the row, then 3."""
-    from sepconc.tracking.train_run import mlflow_train_hooks
-
+    """Stopped after epoch 2's checkpoint and row, before its MLflow log (the hooks run
+    before the tracker): the run is FAILED; the resume reopens it (from `tracking.json`),
+    drops the failure tag and logs epoch 2 from the row, then 3."""
     out = tmp_path / "runs" / "train" / "a"
-    cfg, hooks = mlflow_train_hooks(config(out=out, epochs=3, tracking=True))
 
     def killed(report):
         if report.epoch == 2:
-            raise SystemExit("killed")  # before the MLflow hook logs epoch 2
+            raise SystemExit("killed")  # before the tracker logs epoch 2
 
     with pytest.raises(SystemExit):
-        train(cfg, [killed, *hooks])
+        train(config(out=out, epochs=3, tracking=True), [killed])
     runs, steps = mlflow_runs(tmp_path)
-    assert [r.info.status for r in runs] == ["RUNNING"] and list(steps.values()) == [[1]]
+    assert [r.info.status for r in runs] == ["FAILED"] and list(steps.values()) == [[1]]
+    assert runs[0].data.tags["sepconc.failure"] == "killed"
     assert json.loads((out / "tracking.json").read_text())["run_id"] == runs[0].info.run_id
 
     assert cli("--epochs", "3", "--resume", str(out), "--out", str(out)) == 0
     runs, steps = mlflow_runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert steps[runs[0].info.run_id] == [1, 2, 3]
+    assert "sepconc.failure" not in runs[0].data.tags
     changes = json.loads(runs[0].data.tags["sepconc.resume_changes"])
     assert changes["resume"] == str(out)  # MLflow keeps the first value of a param
 

@@ -266,7 +266,7 @@ def test_nan_loss_raises_training_diverged(tmp_path):
 
 def test_nan_after_the_first_epoch_names_that_epoch(tmp_path, monkeypatch):
     """A hook poisons the training images after epoch 1: epoch 2's loss is NaN."""
-    from sepconc import trainer
+    from sepconc.training import setup
 
     bundles = []
 
@@ -274,8 +274,8 @@ def test_nan_after_the_first_epoch_names_that_epoch(tmp_path, monkeypatch):
         bundles.append(trainer_build(*args, **kwargs))
         return bundles[-1]
 
-    trainer_build = trainer.build_datasets
-    monkeypatch.setattr(trainer, "build_datasets", capture)
+    trainer_build = setup.build_datasets
+    monkeypatch.setattr(setup, "build_datasets", capture)
 
     def poison(report):
         bundles[0].train.images.fill_(float("nan"))

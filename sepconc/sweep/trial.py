@@ -13,6 +13,10 @@ driver, so after the driver was killed it can be ahead of what Tune restores: a
 (re)started trial continues from the newer of the two (`trial_resume`), and first
 re-reports the epochs Tune may not have received (`RayReporter`, replayed epochs), so
 the driver's MLflow callback logs every epoch once.
+
+Tracking: a trial trains with `tracking: false`, i.e. `sepconc.tracking.tracker.NoTracker`.
+The driver's `MlflowSweepCallback` records every trial as a child run of the sweep from
+what the trial reports to Tune, so a trial is never logged twice (nor as a `train` run).
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def trial_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str
     params = tune_config["params"]
     run = run_settings(sweep["base"], params, sweep["workers"], sweep["gpus_per_worker"])
     flat = {**sweep["base"], **params, **run}  # num_workers, seed, device: as on its MLflow run
-    flat.update(tracking=False,
+    flat.update(tracking=False,  # the driver's callback records the trial (module docstring)
                 checkpoint_every=sweep["checkpoint_every"], checkpoint_keep=sweep["checkpoint_keep"],
                 out=str(Path(sweep["trials_dir"]) / trial_id) if sweep["trials_dir"] else None)  # fmt: skip
     if sweep.get("cache_dir") and not flat.get("cache_dir"):

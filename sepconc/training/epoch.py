@@ -1,0 +1,87 @@
+"""One epoch's body and its metrics row; evaluation alone (`--evaluate`).
+
+Cached front-end features (`Setup.splits.*_cached`): the batches then hold the first
+block's front-end output, and the model must skip that front-end. `_frontend` is the one
+place that says how.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from sepconc.config import Config
+from sepconc.distributed import broadcast_object
+from sepconc.loop import evaluate, learning_rate, train_epoch
+from sepconc.probes import block_statistics, weight_diagnostics
+from sepconc.progress import EpochProgress
+from sepconc.training.setup import Setup
+
+SUMMARY_KEYS = ("train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5", "images_per_s")
+
+
+def _frontend(s: Setup, cached: bool):
+    """(context, extra arguments) that make the model skip its first front-end when the
+    batches hold cached features. The switch to `net.frontend_skipped` is this line:
+    `return s.net.frontend_skipped(cached), {}`."""
+    return contextlib.nullcontext(), {"frontend_done": cached}
+
+
+def run_epoch(s: Setup, config: Config, epoch: int, progress: EpochProgress,
+              probe: tuple | None) -> dict[str, float]:  # fmt: skip
+    """Train epoch `epoch` (0-based) at its step-decayed learning rate, evaluate, and return
+    the metrics row (the same on every rank): `epoch_metrics` + rank 0's weight diagnostics
+    + class statistics every `run.stats_every` epochs (`probe`: the fixed probe images).
+    Raises `TrainingDiverged` (on every rank) when the loss is not finite."""
+    o = config.optim
+    lr = learning_rate(o.lr, epoch, o.learning_rate_adjust_frequency)
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr
+    s.train_batches.sampler.set_epoch(epoch)
+    started = time.perf_counter()
+    context, extra = _frontend(s, s.splits.train_cached)
+    with context, progress.epoch(epoch + 1, o.epochs, len(s.data.train)) as advance:
+        train = train_epoch(s.model, s.net, s.optimizer, s.train_batches, o.pars_beta,
+                            epoch + 1, s.device, config.run.print_freq, progress=advance,
+                            **extra)  # fmt: skip
+    train_seconds = time.perf_counter() - started
+    val = validate(s)
+    metrics = epoch_metrics(epoch + 1, lr, train, val, train_seconds, started,
+                            float(s.net.pop_nonfinite_count()))  # fmt: skip
+    if s.world.is_main:
+        metrics.update(weight_diagnostics(s.net))
+        if probe is not None and (epoch + 1) % config.run.stats_every == 0:
+            metrics.update(block_statistics(s.net, *probe, s.data.num_classes))
+    return broadcast_object(metrics)
+
+
+def validate(s: Setup) -> dict[str, float]:
+    """Loss, acc1, acc5 over the whole validation set (every rank's shard)."""
+    context, extra = _frontend(s, s.splits.val_cached)
+    with context:
+        return evaluate(s.model, s.val_batches, s.device, **extra)
+
+
+def epoch_metrics(epoch: int, lr: float, train: dict, val: dict, train_seconds: float,
+                  started: float, nonfinite: float) -> dict[str, float]:  # fmt: skip
+    """The row every epoch writes (`metrics.jsonl`, hooks, tracker): losses and top-1/top-5
+    (%), the learning rate, wall seconds of the epoch (train + evaluation), training images
+    per second, and the count of non-finite gradients seen."""
+    return {
+        "epoch": epoch,
+        "train_loss": train["loss"],
+        "train_acc1": train["acc1"],
+        "train_acc5": train["acc5"],
+        "val_loss": val["loss"],
+        "val_acc1": val["acc1"],
+        "val_acc5": val["acc5"],
+        "lr": lr,
+        "epoch_seconds": time.perf_counter() - started,
+        "images_per_s": train["images"] / max(train_seconds, 1e-9),
+        "nonfinite_grads": nonfinite,
+    }
+
+
+def summary(metrics: dict[str, float]) -> str:
+    """One log line of the main metrics (`train_loss=0.5 ... images_per_s=1e+03`)."""
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in SUMMARY_KEYS if k in metrics)
