@@ -12,16 +12,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shlex
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.helpers import launch_train as launch
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = "-j 10 --epochs 300 --batch-size 128 --lr 0.01 --no-tracking"
@@ -132,22 +131,6 @@ def test_formula_reproduces_models_md_worked_numbers():
 
 
 # ------------------------------------------------------------------ running launch.py
-
-
-def launch(args: str | list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python launch.py train ARGS` from the repository root (no inherited PYTHONPATH)."""
-    argv = shlex.split(args) if isinstance(args, str) else args
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["OMP_NUM_THREADS"] = "1"  # several run at once on a small shared machine
-    return subprocess.run(
-        [sys.executable, "launch.py", "train", *argv],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def parameters(proc: subprocess.CompletedProcess) -> int:
