@@ -18,7 +18,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Modules whose tests start Ray, servers or many `launch.py` processes: the `slow` tier.
 # (A test elsewhere joins the tier with `@pytest.mark.slow`; every `ray` test is slow.)
 SLOW_MODULES = {
-    "test_bad_input",
     "test_cli_train",
     "test_cluster_two_node",
     "test_distributed",
