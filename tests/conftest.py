@@ -22,9 +22,9 @@ SLOW_MODULES = {
     "test_cluster_two_node",
     "test_distributed",
     "test_faults_ray",
-    "test_mlflow_server",
+    "test_sweep_callbacks",
     "test_sweep_ray",
-    "test_tracking_buffer",
+    "test_tracking_server",
 }
 
 

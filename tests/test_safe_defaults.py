@@ -191,7 +191,7 @@ SECRET_PATTERNS = {
 
 
 # A throw-away password the basic-auth test starts a loopback server with (marked test-only).
-ALLOWED = {("tests/test_mlflow_server.py", 'PASSWORD = "s3parati0n-test-only')}
+ALLOWED = {("tests/test_tracking_server.py", 'PASSWORD = "s3parati0n-test-only')}
 
 
 def test_no_secrets_in_tracked_files():
