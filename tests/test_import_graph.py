@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT, launch_env
 
 PACKAGE = ROOT / "sepconc"
@@ -106,6 +108,7 @@ def test_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+@pytest.mark.slow  # one interpreter importing torch, Ray, MLflow, torchvision: ~8 s
 def test_every_module_imports_in_a_fresh_interpreter():
     names = sorted(module_names())
     code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"

@@ -183,6 +183,7 @@ class RankLog:
             handle.write(json.dumps([report.epoch, report.replayed]) + "\n")
 
 
+@pytest.mark.slow  # two DDP processes (gloo), ~17 s: the tier of tests/test_distributed.py
 def test_ddp_resume_picks_one_checkpoint_and_replays_on_every_rank(two_epochs, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(two_epochs, run)

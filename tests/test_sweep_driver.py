@@ -254,6 +254,25 @@ def test_sweep_building_blocks_stay_importable_from_the_driver():
     assert callable(parent_run) and callable(sweep_paths) and callable(read_meta)
 
 
+def without_mlflow(monkeypatch) -> None:
+    """The driver's state without an MLflow store (creating one costs ~5 s): `create_state`
+    writes sweep.yaml and sweep.json with made-up ids; the resume's client does nothing."""
+
+    def create_state(spec, paths, uri, meta):
+        paths.meta_dir.mkdir(parents=True, exist_ok=True)
+        (paths.meta_dir / "sweep.yaml").write_text(spec.text)
+        meta = {**meta, "tracking_uri": uri, "experiment_id": "0", "parent_run_id": "p"}
+        (paths.meta_dir / "sweep.json").write_text(json.dumps(meta, indent=1))
+        return meta
+
+    class Client:
+        def update_run(self, *args, **kwargs):
+            pass
+
+    monkeypatch.setattr(driver, "create_state", create_state)
+    monkeypatch.setattr(driver, "open_client", lambda uri: Client())
+
+
 def test_sweep_and_resume_read_and_parse_the_file_once(tmp_path, monkeypatch):
     """`sweep FILE` reads FILE once and parses it once (validate and the driver get the same
     `SweepSpec`); `resume NAME --set ...` reads the stored file once."""
@@ -274,6 +293,7 @@ def test_sweep_and_resume_read_and_parse_the_file_once(tmp_path, monkeypatch):
     monkeypatch.setattr(spec_module, "read_sweep_file", read)
     monkeypatch.setattr(spec_module, "parse_sweep", parse)
     monkeypatch.setattr(driver, "read_sweep_file", read)
+    without_mlflow(monkeypatch)
     seen = []
     monkeypatch.setattr(driver, "_run", lambda spec, *a, **k: seen.append(spec) or {"name": "s"})
     monkeypatch.setattr("sepconc.cli.sweep_cmd._print_summary", lambda summary, runs_dir: 0)
@@ -296,8 +316,9 @@ def test_resume_refuses_a_change_with_an_impossible_trial(tmp_path, monkeypatch)
     path = write_sweep(tmp_path, {"workers_per_trial": 1, "cpus_per_worker": 1})
     spec = load_sweep(path)
     paths = driver.sweep_paths(spec, runs)
-    create_state(spec, paths, f"sqlite:///{runs / 'mlflow.db'}",
-                 {"name": "s", "storage": paths.storage, "overrides": [], "address": None})  # fmt: skip
+    without_mlflow(monkeypatch)
+    driver.create_state(spec, paths, "sqlite:///unused.db",
+                        {"name": "s", "storage": paths.storage, "overrides": [], "address": None})  # fmt: skip
     before = (
         (paths.meta_dir / "sweep.yaml").read_text(),
         (paths.meta_dir / "sweep.json").read_text(),
