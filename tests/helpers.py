@@ -2,6 +2,7 @@
 
 - `launch(*args)`: `python launch.py ARGS` as a subprocess (default: from the repository
   root), with an environment that cannot leak the caller's set-up into it.
+- `start(*args)`: the same command started in the background (`subprocess.Popen`).
 - `launch_train(args)`: `launch("train", *args)`, args a list or one shell-like string.
 - `cli(*args)`: the same command line in-process (`sepconc.cli.main`), for the fast tier:
   returns the exit status (argparse's `SystemExit` is caught and turned into its code).
@@ -57,6 +58,15 @@ def launch(
         timeout=timeout,
         check=False,
     )
+
+
+def start(
+    *args: str, cwd: Path | str = ROOT, env: dict[str, str] | None = None, **popen
+) -> subprocess.Popen:
+    """`python launch.py ARGS` started in the background (a driver to kill, a server);
+    `popen` goes to `subprocess.Popen` (stdout, stderr, start_new_session, ...)."""
+    return subprocess.Popen([sys.executable, LAUNCH, *map(str, args)], cwd=cwd,
+                            env=launch_env() if env is None else env, **popen)  # fmt: skip
 
 
 def launch_train(args: str | list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -24,15 +24,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import sweep_file
+from tests.helpers import start, sweep_file
 from tests.proctree import alive, descendants, kill_all
-from tests.test_sweep_ray import ROOT, assert_steps, client_for, env, history, launch, sweep_runs
+from tests.test_sweep_ray import assert_steps, client_for, env, history, launch, sweep_runs
 
 pytestmark = pytest.mark.ray
 
@@ -60,9 +59,8 @@ class Driver:
     def __init__(self, tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None):
         self.log = tmp_path / "driver.log"
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen([sys.executable, "launch.py", "sweep", *args], cwd=ROOT,
-                                         env={**env(), **(extra_env or {})}, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            self.proc = start("sweep", *args, env={**env(), **(extra_env or {})}, stdout=out,
+                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.procs: dict[int, str] = {}
         self.workers: dict[int, str] = {}  # every Ray Train worker seen alive
 

@@ -28,7 +28,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import pytest
 import yaml
 
 from tests import helpers
-from tests.helpers import sweep_file
+from tests.helpers import start, sweep_file
 from tests.proctree import alive, descendants, kill_all
 
 pytestmark = pytest.mark.ray
@@ -196,9 +195,8 @@ def test_killed_driver_resumes_without_rerun_or_duplicates(tmp_path):
     lrs = LRS[:3]
     path = sweep_file(tmp_path, name, BASE, lrs, retries=1)
     log = open(tmp_path / "driver.log", "w")
-    driver = subprocess.Popen([sys.executable, "launch.py", "sweep", str(path), "--runs-dir",
-                               str(runs)], cwd=ROOT, env=env(), stdout=log, stderr=log,
-                              start_new_session=True)  # fmt: skip
+    driver = start("sweep", path, "--runs-dir", runs, env=env(), stdout=log, stderr=log,
+                   start_new_session=True)  # fmt: skip
     ours: dict[int, str] = {}
     try:
         deadline = time.monotonic() + 300
