@@ -158,7 +158,7 @@ def _batch_size(spec: SweepSpec) -> int:
 def launch(spec: SweepSpec, address=None, tracking_uri=None,
            runs_dir: str | Path = "runs") -> dict[str, Any]:  # fmt: skip
     """`launch.py sweep FILE`: check, then run every trial of the parsed `spec`
-    (`spec.load_sweep`: the command reads and parses its file once); returns the summary.
+    (`sepconc.sweep.spec.load_sweep`: a command parses its file once); returns the summary.
 
     Nothing is written when a check refuses the sweep; a start that fails after the state
     was written (Ray, the cluster) removes it again (`sweep_state.discard_state`).
