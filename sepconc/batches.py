@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sepconc.data.types import labels_of, plain_images_of
 from sepconc.errors import UserError
 
 
@@ -102,9 +103,9 @@ def rank_batches(
 ):
     """An iterable of `(images, labels)` batches for this rank, with `.sampler.set_epoch`."""
     sampler = ShardSampler(len(dataset), world, rank, shuffle, seed)
-    images = getattr(dataset, "images", None)
-    if isinstance(images, torch.Tensor) and getattr(dataset, "transform", None) is None:
-        return TensorBatches(images, dataset.labels, sampler, batch_size)
+    images = plain_images_of(dataset)
+    if images is not None:
+        return TensorBatches(images, labels_of(dataset), sampler, batch_size)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         pin_memory=pin_memory, persistent_workers=workers > 0)  # fmt: skip
     return loader

@@ -50,7 +50,7 @@ from filelock import FileLock, Timeout
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from sepconc.data.registry import DataBundle, TensorImageDataset
+from sepconc.data.types import DataBundle, TensorImageDataset, files_of, images_of, labels_of
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +272,9 @@ def _build(frontend, dataset, path: Path, shape, fields, key, device, workers) -
 
 def _input_batches(dataset: Dataset, workers: int):
     """The split's transformed images in order, `BUILD_BATCH` at a time."""
-    images = getattr(dataset, "images", None)
-    if isinstance(images, torch.Tensor):
-        transform = getattr(dataset, "transform", None)
+    images = images_of(dataset)
+    if images is not None:
+        transform = dataset.transform
         for start in range(0, len(dataset), BUILD_BATCH):
             chunk = images[start : start + BUILD_BATCH]
             yield chunk.float() if transform is None else torch.stack([transform(x) for x in chunk])
@@ -288,25 +288,17 @@ def _item(dataset: Dataset, index: int) -> torch.Tensor:
     return dataset[index][0].float()
 
 
-def dataset_labels(dataset: Dataset) -> torch.Tensor:
-    """`(N,)` int64 labels of a split, in item order."""
-    labels = getattr(dataset, "labels", None)
-    if isinstance(labels, torch.Tensor):
-        return labels.to(torch.int64)
-    targets = getattr(dataset, "targets", None)
-    if targets is not None:
-        return torch.as_tensor(list(targets), dtype=torch.int64)
-    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.int64)
+dataset_labels = labels_of  # the data layer's accessor (name kept for benchmarks/cache_epoch.py)
 
 
 def dataset_fingerprint(dataset: Dataset) -> dict | None:
     """sha256 of an in-memory split's stored images, or of a file-backed split's file list."""
-    images = getattr(dataset, "images", None)
-    if isinstance(images, torch.Tensor):
+    images = images_of(dataset)
+    if images is not None:
         array = np.ascontiguousarray(images.detach().cpu().numpy())
         digest = hashlib.sha256(memoryview(array).cast("B")).hexdigest()
         return {"images_sha256": digest, "shape": list(array.shape), "dtype": str(array.dtype)}
-    samples = getattr(dataset, "samples", None)
+    samples = files_of(dataset)
     if samples is not None:
         h = hashlib.sha256()
         for file, label in samples:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from sepconc.data.types import labels_of, plain_images_of
 from sepconc.metrics import class_statistics_by_layer, frame_diagnostics, projection_diagnostics
 from sepconc.model import SepConcNet
 
@@ -33,9 +34,9 @@ def probe_set(dataset: Dataset, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed, seeded subset of `dataset` as `(images (N, C, H, W), labels (N,))`."""
     gen = torch.Generator().manual_seed(PROBE_SEED)
     index = torch.randperm(len(dataset), generator=gen)[: min(size, len(dataset))]
-    images = getattr(dataset, "images", None)
-    if isinstance(images, torch.Tensor) and getattr(dataset, "transform", None) is None:
-        return images[index].float(), dataset.labels[index]
+    images = plain_images_of(dataset)
+    if images is not None:
+        return images[index].float(), labels_of(dataset)[index]
     items = [dataset[int(i)] for i in index]
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 

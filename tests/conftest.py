@@ -18,14 +18,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Modules whose tests start Ray, servers or many `launch.py` processes: the `slow` tier.
 # (A test elsewhere joins the tier with `@pytest.mark.slow`; every `ray` test is slow.)
 SLOW_MODULES = {
-    "test_bad_input",
     "test_cli_train",
     "test_cluster_two_node",
     "test_distributed",
     "test_faults_ray",
-    "test_mlflow_server",
+    "test_sweep_callbacks",
     "test_sweep_ray",
-    "test_tracking_buffer",
+    "test_tracking_server",
 }
 
 

@@ -33,9 +33,7 @@ from sepconc.checkpoint import CheckpointError, load_checkpoint
 from sepconc.config import Config
 from sepconc.loop import TrainingDiverged
 from sepconc.trainer import train
-
-ROOT = Path(__file__).resolve().parent.parent
-LAUNCH = str(ROOT / "launch.py")
+from tests.helpers import ROOT, launch_train
 
 BASE = {
     "dataset": "synthetic",
@@ -67,14 +65,6 @@ def config(**changes) -> Config:
 def epochs_logged(run_dir: Path) -> list[int]:
     lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line)["epoch"] for line in lines]
-
-
-def launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")}  # fmt: skip
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([sys.executable, LAUNCH, "train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
 
 
 class Reports:
@@ -219,7 +209,7 @@ def test_lone_damaged_checkpoint_is_an_error(two_epochs, tmp_path, caplog, kind)
 def test_cli_resume_of_a_corrupt_file_is_one_line(two_epochs, tmp_path):
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes((two_epochs / "checkpoints" / "epoch_0002.pt").read_bytes()[:1000])
-    proc = launch([*FLAGS, "--epochs", "3", "--resume", str(bad), "--no-tracking",
+    proc = launch_train([*FLAGS, "--epochs", "3", "--resume", str(bad), "--no-tracking",
                    "--out", str(tmp_path / "run")], cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
@@ -262,7 +252,7 @@ def test_nan_loss_names_the_epoch(tmp_path):
 
 
 def test_cli_nan_loss_exits_1_and_marks_the_mlflow_run_failed(tmp_path):
-    proc = launch([*FLAGS, "--epochs", "2", "--lr", "1e6"], cwd=tmp_path)
+    proc = launch_train([*FLAGS, "--epochs", "2", "--lr", "1e6"], cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -12,16 +12,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shlex
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.helpers import launch_train as launch
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = "-j 10 --epochs 300 --batch-size 128 --lr 0.01 --no-tracking"
@@ -134,22 +133,6 @@ def test_formula_reproduces_models_md_worked_numbers():
 # ------------------------------------------------------------------ running launch.py
 
 
-def launch(args: str | list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python launch.py train ARGS` from the repository root (no inherited PYTHONPATH)."""
-    argv = shlex.split(args) if isinstance(args, str) else args
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["OMP_NUM_THREADS"] = "1"  # several run at once on a small shared machine
-    return subprocess.run(
-        [sys.executable, "launch.py", "train", *argv],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def parameters(proc: subprocess.CompletedProcess) -> int:
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = re.findall(r"^parameters: (\d+)$", proc.stdout, flags=re.MULTILINE)
@@ -228,66 +211,4 @@ def test_config_round_trip_and_seed_flags(tmp_path):
     assert "epochs: 1" in evaluated.stdout
 
 
-# ------------------------------------------------------------------ bad input
-
-
-BAD_INPUT = {
-    "unknown-arch": ("-a resnet --dry-run", r"invalid choice: 'resnet'"),
-    "negative-epochs": (
-        "--dataset synthetic -a analysis --epochs -1 --dry-run",
-        r"epochs must be > 0, got -1",
-    ),
-    "projection-dry-run": (
-        ("--dataset synthetic -a scatnet --scattering-J 2 --P-proj-size 300 --dry-run"),
-        r"P_proj_size 300 is larger than its input's 81 channels",
-    ),
-    "projection-train": (
-        (
-            "--dataset synthetic -a scatnet --scattering-J 2 --P-proj-size 300 "
-            "--epochs 1 --no-tracking --stats-every 0 --dir {tmp}/run"
-        ),
-        r"P_proj_size 300 is larger",
-    ),
-    "missing-resume": (
-        (
-            "--dataset synthetic -a analysis --frame-width 32 --epochs 1 --no-tracking "
-            "--resume {tmp}/missing.pt --dir {tmp}/run"
-        ),
-        r"missing\.pt",
-    ),
-    "missing-mnist-folder": (
-        (
-            "--dataset mnist -a analysis --data {tmp}/no-mnist --epochs 1 "
-            "--no-tracking --dir {tmp}/run"
-        ),
-        r"MNIST not found .*no-mnist",
-    ),
-    "mnist-without-data": (
-        "--dataset mnist -a analysis --epochs 1 --no-tracking --dir {tmp}/run",
-        r"needs a data folder: pass --data",
-    ),
-    "evaluate-no-resume": (
-        "--dataset synthetic -a analysis --frame-width 32 --evaluate --dry-run",
-        r"evaluate needs a checkpoint",
-    ),
-}
-
-
-@pytest.fixture(scope="module")
-def bad_runs(tmp_path_factory):
-    """Each bad command line, run three at a time, with its own temporary folder."""
-    tmps = {name: tmp_path_factory.mktemp(name) for name in BAD_INPUT}
-    with ThreadPoolExecutor(3) as pool:
-        procs = pool.map(lambda name: launch(BAD_INPUT[name][0].format(tmp=tmps[name])), BAD_INPUT)
-        return {name: (proc, tmps[name]) for name, proc in zip(BAD_INPUT, procs)}
-
-
-@pytest.mark.parametrize("name", list(BAD_INPUT))
-def test_bad_input_is_one_error_line(bad_runs, name):
-    proc, tmp = bad_runs[name]
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    assert re.search(BAD_INPUT[name][1], lines[0]), lines[0]
-    assert not (tmp / "run" / "metrics.jsonl").exists()
+# Bad command lines: cases of the one bad-input catalogue, tests/test_bad_input.py.

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import launch
 from tests.proctree import alive, descendants, kill_all
 
 pytestmark = pytest.mark.ray
@@ -157,20 +158,14 @@ def test_two_node_sweep_spans_both_nodes_and_logs_to_server(tmp_path):
         # A driver whose token does not match is refused in one line, before any trial.
         wrong = tmp_path / "wrong_token"
         wrong.write_text(uuid.uuid4().hex)
-        proc = subprocess.run(
-            [sys.executable, "launch.py", "sweep", str(sweep), "--address", f"127.0.0.1:{gcs}",
-             "--tracking-uri", uri, "--runs-dir", str(tmp_path / "refused")],
-            cwd=ROOT, env=ray_env(wrong), capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        proc = launch("sweep", sweep, "--address", f"127.0.0.1:{gcs}", "--tracking-uri", uri,
+                      "--runs-dir", tmp_path / "refused", env=ray_env(wrong), timeout=120)  # fmt: skip
         assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-4000:]
         assert "auth token" in proc.stderr and "RAY_AUTH_TOKEN_PATH" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and "gcs_client" not in proc.stderr, proc.stderr
 
-        proc = subprocess.run(
-            [sys.executable, "launch.py", "sweep", str(sweep), "--address", f"127.0.0.1:{gcs}",
-             "--tracking-uri", uri, "--runs-dir", str(tmp_path / "runs")],
-            cwd=ROOT, env=ray_env(token), capture_output=True, text=True, timeout=400,
-        )  # fmt: skip
+        proc = launch("sweep", sweep, "--address", f"127.0.0.1:{gcs}", "--tracking-uri", uri,
+                      "--runs-dir", tmp_path / "runs", env=ray_env(token), timeout=400)  # fmt: skip
         for node in nodes:
             node.remember()  # the workers the raylets started, while they still run
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]

@@ -297,3 +297,48 @@ def test_cifar_reader_agrees_with_torchvision(tmp_path, monkeypatch, name):
         assert np.array_equal(ref.data, ds.images.permute(0, 2, 3, 1).numpy())
         assert list(ref.targets) == ds.labels.tolist()
     assert ref.classes == ours.identity["classes"]
+
+
+# ------------------------------------------------------------------ one way to read a split
+
+
+def test_accessors_read_in_memory_and_file_backed_splits(tmp_path):
+    """`images_of`/`plain_images_of`/`labels_of`/`files_of` agree with the items themselves,
+    for an in-memory split without transform (synthetic), one with a transform (cifar10)
+    and a file-backed one (imagenet folders)."""
+    from sepconc.data import files_of, images_of, labels_of, plain_images_of
+
+    synthetic = offline.build_synthetic().val
+    assert plain_images_of(synthetic) is images_of(synthetic) is synthetic.images
+    assert torch.equal(images_of(synthetic)[3].float(), synthetic[3][0])
+    assert files_of(synthetic) is None
+    fakedata.write_cifar10(tmp_path / "c", n_per_batch=2, n_test=3)
+    cifar = build_datasets("cifar10", str(tmp_path / "c")).val
+    assert images_of(cifar).shape == (3, 3, 32, 32) and plain_images_of(cifar) is None
+    fakedata.write_imagefolder(tmp_path / "imnet", n_classes=3, n_per_class=2, size=8)
+    folder = build_datasets("imagenet", str(tmp_path / "imnet"), nb_classes=3).train
+    assert images_of(folder) is None and plain_images_of(folder) is None
+    assert [label for _, label in files_of(folder)] == labels_of(folder).tolist()
+    for split in (synthetic, cifar, folder):
+        labels = labels_of(split)
+        assert labels.dtype == torch.int64 and labels.shape == (len(split),)
+        assert labels.tolist() == [int(split[i][1]) for i in range(len(split))]
+
+
+def test_only_the_data_layer_reads_a_splits_attributes():
+    """Outside `sepconc/data/`, a split's images and labels are read through the accessors
+    (a `getattr(dataset, ...)` or `dataset.labels`/`.targets`/`.images`/`.samples` guess
+    elsewhere is a second rule)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "sepconc"
+    guess = re.compile(
+        r"getattr\((dataset|ds|split|data\.(train|val))\s*,\s*\"(images|labels|targets|samples)\""
+        r"|\b(dataset|ds|split)\.(images|labels|targets|samples)\b"
+    )
+    found = [f"{path.relative_to(root)}:{i}: {line.strip()}"
+             for path in sorted(root.rglob("*.py")) if "data" not in path.relative_to(root).parts
+             for i, line in enumerate(path.read_text().splitlines(), 1)
+             if guess.search(line)]  # fmt: skip
+    assert not found, found

@@ -24,15 +24,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.helpers import start, sweep_file
 from tests.proctree import alive, descendants, kill_all
-from tests.test_sweep_ray import ROOT, assert_steps, client_for, env, history, sweep_runs
+from tests.test_sweep_ray import assert_steps, client_for, env, history, launch, sweep_runs
 
 pytestmark = pytest.mark.ray
 
@@ -53,21 +52,6 @@ FAST = {
 }  # fmt: skip
 
 
-def sweep_file(tmp_path: Path, name: str, base: dict, lrs: list[float], retries: int) -> Path:
-    spec = {
-        "name": name,
-        "base": base,
-        "search": {"lr": {"grid": lrs}},
-        "scheduler": {"type": "fifo"},
-        "resources": {"workers_per_trial": 2, "cpus_per_worker": 1, "max_concurrent_trials": 1},
-        "failure": {"max_retries": retries},
-        "checkpoint": {"every": 1, "keep": 2},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
 class Driver:
     """`launch.py sweep ...` in its own process group, output in `log`; `procs` collects
     every process below it (polled), so `stop` ends exactly what it started."""
@@ -75,9 +59,8 @@ class Driver:
     def __init__(self, tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None):
         self.log = tmp_path / "driver.log"
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen([sys.executable, "launch.py", "sweep", *args], cwd=ROOT,
-                                         env={**env(), **(extra_env or {})}, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            self.proc = start("sweep", *args, env={**env(), **(extra_env or {})}, stdout=out,
+                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.procs: dict[int, str] = {}
         self.workers: dict[int, str] = {}  # every Ray Train worker seen alive
 
@@ -179,8 +162,7 @@ def test_killed_worker_restarts_from_checkpoint_in_the_same_run(tmp_path):
              "--learning-rate-adjust-frequency", "2", "-j", "0", "--seed", "0",
              "--device", "cpu", "--no-cache", "--stats-every", "1", "--no-tracking",
              "--num-workers", "2", "--out", str(ref)]  # fmt: skip
-    done = subprocess.run([sys.executable, "launch.py", "train", *flags], cwd=ROOT, env=env(),
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = launch("train", *flags, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     expected = jsonl(ref / "metrics.jsonl")
     # The restart restores weights, momentum, RNG state and the sampler's epoch, and the

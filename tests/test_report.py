@@ -12,8 +12,6 @@ A `sweep.json` as `sepconc.sweep.driver` writes it makes the sweep findable by n
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +31,7 @@ from sepconc.tracking.store import (
     open_client,
 )
 from sepconc.trainer import train
+from tests.helpers import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "tiny"
@@ -90,11 +89,6 @@ def sweep(tmp_path_factory) -> dict:
     (meta_dir / "sweep.json").write_text(json.dumps(meta, indent=1))
     return {"runs": runs, "uri": uri, "parent": parent_id, "run_ids": run_ids,
             "best": max(best, key=best.get), "acc": acc}  # fmt: skip
-
-
-def launch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
 
 
 def check_png(path: Path) -> None:

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.helpers import sweep_file
 from tests.proctree import alive, kill_all
 from tests.test_faults_ray import FAST, SLOW, Driver, steps_of
 from tests.test_sweep_ray import assert_steps, check_ok, client_for, launch, sweep_runs
@@ -74,21 +74,6 @@ STALL = textwrap.dedent(
         sys.meta_path.insert(0, _Finder())
     """
 )
-
-
-def sweep_file(tmp_path: Path, name: str, base: dict, lrs: list[float]) -> Path:
-    spec = {
-        "name": name,
-        "base": base,
-        "search": {"lr": {"grid": lrs}},
-        "scheduler": {"type": "fifo"},
-        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1},
-        "failure": {"max_retries": 0},
-        "checkpoint": {"every": 1, "keep": 2},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
 
 
 def children_now(runs: Path, name: str) -> list:
@@ -140,7 +125,7 @@ def resume_and_check(tmp_path: Path, runs: Path, name: str, trials: int, epochs:
 @pytest.mark.timeout(600)
 def test_driver_killed_mid_trial_resumes_in_the_same_run(tmp_path):
     runs, name, epochs = tmp_path / "runs", "mid-trial", 5
-    path = sweep_file(tmp_path, name, {**SLOW, "epochs": epochs}, [0.01, 0.003])
+    path = sweep_file(tmp_path, name, {**SLOW, "epochs": epochs}, [0.01, 0.003], workers=1)
     driver = Driver(tmp_path, str(path), "--runs-dir", str(runs))
     try:
         deadline = time.monotonic() + 300
@@ -174,7 +159,7 @@ def test_driver_killed_during_checkpoint_write_resumes(tmp_path):
     stall.mkdir()
     (stall / "sitecustomize.py").write_text(STALL)
     marker = tmp_path / "stalled"
-    path = sweep_file(tmp_path, name, {**FAST, "epochs": epochs}, [0.01, 0.003])
+    path = sweep_file(tmp_path, name, {**FAST, "epochs": epochs}, [0.01, 0.003], workers=1)
     pythonpath = os.pathsep.join(p for p in (str(stall), os.environ.get("PYTHONPATH")) if p)
     driver = Driver(tmp_path, str(path), "--runs-dir", str(runs),
                     extra_env={"SEPCONC_TEST_STALL": str(marker), "PYTHONPATH": pythonpath})  # fmt: skip

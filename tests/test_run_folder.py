@@ -36,10 +36,11 @@ import pytest
 import torch
 
 from sepconc.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from sepconc.cli import main
 from sepconc.errors import UserError
 from sepconc.trainer import train
-from tests.test_checkpoint_faults import FLAGS, LAUNCH, ROOT, Reports, config, epochs_logged
+from tests import helpers
+from tests.helpers import LAUNCH, ROOT
+from tests.test_checkpoint_faults import FLAGS, Reports, config, epochs_logged
 
 
 def names(folder: Path) -> list[str]:
@@ -65,7 +66,7 @@ def cli(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
 
     def run(*argv: str) -> int:
-        return main(["train", *FLAGS, *argv])
+        return helpers.cli("train", *FLAGS, *argv)
 
     return run
 
@@ -182,6 +183,7 @@ class RankLog:
             handle.write(json.dumps([report.epoch, report.replayed]) + "\n")
 
 
+@pytest.mark.slow  # two DDP processes (gloo), ~17 s: the tier of tests/test_distributed.py
 def test_ddp_resume_picks_one_checkpoint_and_replays_on_every_rank(two_epochs, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(two_epochs, run)
@@ -279,8 +281,7 @@ def test_resume_logs_the_epoch_a_killed_attempt_had_not(cli, tmp_path, capsys):
 def test_sigkill_then_train_resume_continues_the_same_mlflow_run(tmp_path):
     out = tmp_path / "runs" / "train" / "k"
     args = [sys.executable, LAUNCH, "train", *FLAGS, "--epochs", "4", "--out", str(out)]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
-    env["OMP_NUM_THREADS"] = "1"
+    env = helpers.launch_env()
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -292,8 +293,7 @@ def test_sigkill_then_train_resume_continues_the_same_mlflow_run(tmp_path):
         proc.wait(30)
     finally:
         proc.kill()
-    done = subprocess.run([*args, "--resume", str(out)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = helpers.launch(*args[2:], "--resume", out, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     runs, steps = mlflow_runs(tmp_path)
     assert len(runs) == 1, [(r.info.run_id, r.info.status) for r in runs]

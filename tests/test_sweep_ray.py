@@ -28,13 +28,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests import helpers
+from tests.helpers import start, sweep_file
 from tests.proctree import alive, descendants, kill_all
 
 pytestmark = pytest.mark.ray
@@ -65,32 +66,12 @@ BASE = {
 }
 
 
-def sweep_file(tmp_path: Path, name: str, lrs: list[float], scheduler: dict) -> Path:
-    spec = {
-        "name": name,
-        "base": BASE,
-        "search": {"lr": {"grid": lrs}},
-        "scheduler": scheduler,
-        "resources": {"workers_per_trial": 2, "cpus_per_worker": 1, "max_concurrent_trials": 1},
-        "failure": {"max_retries": 1},
-        "checkpoint": {"every": 1, "keep": 2},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
 def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out.update(RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="180", PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # fmt: skip
-    out.pop("RAY_ADDRESS", None)
-    return out
+    return helpers.launch_env(keep_pythonpath=True)
 
 
 def launch(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env(),
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return helpers.launch(*args, timeout=timeout, env=env())
 
 
 def check_ok(proc: subprocess.CompletedProcess) -> str:
@@ -159,8 +140,8 @@ def fmt(value: str) -> str:
 def test_asha_sweep_records_compares_and_exports(tmp_path):
     runs = tmp_path / "runs"
     name = "asha-e2e"
-    path = sweep_file(tmp_path, name, LRS,
-                      {"type": "asha", "grace_period": 1, "reduction_factor": 2, "max_t": 3})  # fmt: skip
+    asha = {"type": "asha", "grace_period": 1, "reduction_factor": 2, "max_t": 3}
+    path = sweep_file(tmp_path, name, BASE, LRS, scheduler=asha, retries=1)
     out = check_ok(launch("sweep", str(path), "--runs-dir", str(runs)))
 
     client = client_for(runs)
@@ -212,11 +193,10 @@ def test_killed_driver_resumes_without_rerun_or_duplicates(tmp_path):
     runs = tmp_path / "runs"
     name = "kill-resume"
     lrs = LRS[:3]
-    path = sweep_file(tmp_path, name, lrs, {"type": "fifo"})
+    path = sweep_file(tmp_path, name, BASE, lrs, retries=1)
     log = open(tmp_path / "driver.log", "w")
-    driver = subprocess.Popen([sys.executable, "launch.py", "sweep", str(path), "--runs-dir",
-                               str(runs)], cwd=ROOT, env=env(), stdout=log, stderr=log,
-                              start_new_session=True)  # fmt: skip
+    driver = start("sweep", path, "--runs-dir", runs, env=env(), stdout=log, stderr=log,
+                   start_new_session=True)  # fmt: skip
     ours: dict[int, str] = {}
     try:
         deadline = time.monotonic() + 300

@@ -74,9 +74,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     from sepconc.sweep.spec import load_sweep
     from sepconc.sweep.validate import validate_sweep
 
-    validate_sweep(load_sweep(args.file, args.overrides, args.name), build=False)
-    summary = launch(args.file, args.overrides, args.name, args.address, args.tracking_uri,
-                     args.runs_dir)  # fmt: skip
+    spec = load_sweep(args.file, args.overrides, args.name)  # the one parse of the file
+    validate_sweep(spec, build=False)
+    summary = launch(spec, args.address, args.tracking_uri, args.runs_dir)
     return _print_summary(summary, args.runs_dir)
 
 

@@ -35,7 +35,7 @@ from torchvision.datasets import ImageFolder
 
 from sepconc.data.class_indices import read_class_indices, show
 from sepconc.data.image_files import IMG_EXTENSIONS, check_images, is_image_file, load_rgb
-from sepconc.data.registry import IMAGENET_CLASSES, IMAGENET_MEAN, IMAGENET_STD, DataBundle
+from sepconc.data.types import IMAGENET_CLASSES, IMAGENET_MEAN, IMAGENET_STD, DataBundle
 from sepconc.errors import UserError
 
 LAYOUT = "root/train/<class>/*.JPEG and root/val/<class>/*.JPEG"

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sepconc.data.registry import DataBundle, TensorImageDataset
+from sepconc.data.types import DataBundle, TensorImageDataset
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_VAL_SIZE = 360

@@ -27,24 +27,24 @@ directly, with tensor transforms; only ImageNet decodes images per item.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import torch
-from torch.utils.data import Dataset
-
+from sepconc.data.types import (  # noqa: F401  (re-exported: the data layer's public names)
+    IMAGENET_CLASSES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MNIST_MEAN,
+    MNIST_STD,
+    DataBundle,
+    TensorImageDataset,
+)
 from sepconc.errors import UserError
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("mnist", "cifar10", "cifar100", "imagenet", "digits", "synthetic")
-
-# Per-channel statistics used to normalize (docs/models.md, "Training recipe" -> Data).
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-IMAGENET_CLASSES = 1000
 
 _SPECS: dict[str, tuple[tuple[int, int, int], int]] = {
     "mnist": ((1, 28, 28), 10),
@@ -56,53 +56,28 @@ _SPECS: dict[str, tuple[tuple[int, int, int], int]] = {
 }
 
 
-@dataclass(frozen=True)
-class DataBundle:
-    """A train/val pair with what the model and the run record need to know.
+# Builders by dataset name: (module, function), imported when first used (torchvision,
+# PIL and scikit-learn stay out of `--help`, `--dry-run` and `validate`). The builder
+# modules import the types from `sepconc.data.types`, never this module: no cycle.
+_BUILDERS = {
+    "mnist": ("sepconc.data.torchvision_sets", "build_mnist"),
+    "cifar10": ("sepconc.data.torchvision_sets", "build_cifar"),
+    "cifar100": ("sepconc.data.torchvision_sets", "build_cifar"),
+    "imagenet": ("sepconc.data.imagenet", "build_imagenet"),
+    "digits": ("sepconc.data.offline", "build_digits"),
+    "synthetic": ("sepconc.data.offline", "build_synthetic"),
+}
+_CHECKS = {
+    "mnist": ("sepconc.data.torchvision_sets", "check_mnist"),
+    "cifar10": ("sepconc.data.torchvision_sets", "check_cifar"),
+    "cifar100": ("sepconc.data.torchvision_sets", "check_cifar"),
+    "imagenet": ("sepconc.data.imagenet", "check_imagenet"),
+}
 
-    `image_shape` is `(C, H, W)` of the transformed images. `train_transform_is_random`
-    is False when the train transform is deterministic (then a sample's tensor is
-    the same every epoch). `identity` is JSON-serializable and recorded with the run.
-    """
 
-    train: Dataset
-    val: Dataset
-    num_classes: int
-    image_shape: tuple[int, int, int]
-    train_transform_is_random: bool
-    identity: dict = field(default_factory=dict)
-
-
-class TensorImageDataset(Dataset):
-    """Images held in memory as one tensor, with an optional per-item tensor transform.
-
-    `images` is `(N, C, H, W)` (uint8 or float), `labels` is `(N,)` int64.
-    Item `i` is `(transform(images[i]), int(labels[i]))`, or `images[i]` as a
-    float tensor when `transform` is None. No PIL round trip.
-    """
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
-        if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"images (N,C,H,W) and labels (N,) must match, got {tuple(images.shape)} "
-                f"and {tuple(labels.shape)}"
-            )
-        self.images = images
-        self.labels = labels.to(torch.int64)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        x = self.images[index]
-        x = self.transform(x) if self.transform is not None else x.float()
-        return x, int(self.labels[index])
+def _function(table: dict[str, tuple[str, str]], dataset: str) -> Callable:
+    module, name = table[dataset]
+    return getattr(importlib.import_module(module), name)
 
 
 def dataset_spec(
@@ -150,20 +125,15 @@ def build_datasets(
             dataset,
             _SPECS[dataset][1],
         )
+    build = _function(_BUILDERS, dataset)
     if dataset in ("digits", "synthetic"):
-        from sepconc.data import offline
-
-        return offline.build_digits() if dataset == "digits" else offline.build_synthetic()
+        return build()
     if dataset == "imagenet":
-        from sepconc.data import imagenet
-
-        return imagenet.build_imagenet(root, nb_classes=nb_classes, class_indices=class_indices,
-                                       seed=seed, compact_head=compact_head)  # fmt: skip
-    from sepconc.data import torchvision_sets
-
+        return build(root, nb_classes=nb_classes, class_indices=class_indices, seed=seed,
+                     compact_head=compact_head)  # fmt: skip
     if dataset == "mnist":
-        return torchvision_sets.build_mnist(root, download=download)
-    return torchvision_sets.build_cifar(root, hundred=dataset == "cifar100", download=download)
+        return build(root, download=download)
+    return build(root, hundred=dataset == "cifar100", download=download)
 
 
 def check_data(
@@ -184,17 +154,13 @@ def check_data(
     _check_arguments(dataset, root, download, class_indices)
     if dataset in ("digits", "synthetic") or download:
         return
+    check = _function(_CHECKS, dataset)
     if dataset == "imagenet":
-        from sepconc.data import imagenet
-
-        imagenet.check_imagenet(root, nb_classes, class_indices, seed, compact_head)
-        return
-    from sepconc.data import torchvision_sets
-
-    if dataset == "mnist":
-        torchvision_sets.check_mnist(root)
+        check(root, nb_classes, class_indices, seed, compact_head)
+    elif dataset == "mnist":
+        check(root)
     else:
-        torchvision_sets.check_cifar(root, hundred=dataset == "cifar100")
+        check(root, hundred=dataset == "cifar100")
 
 
 def _check_arguments(dataset: str, root: str | None, download: bool, class_indices) -> None:

@@ -40,7 +40,7 @@ from filelock import FileLock
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST
 from torchvision.datasets.utils import check_integrity
 
-from sepconc.data.registry import (
+from sepconc.data.types import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     MNIST_MEAN,

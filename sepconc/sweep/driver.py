@@ -33,7 +33,7 @@ from sepconc.sweep.resources import (
     ray_totals,
     resources_line,
 )
-from sepconc.sweep.spec import SweepSpec, check_name, load_sweep
+from sepconc.sweep.spec import SweepSpec, check_name, load_sweep, read_sweep_file, spec_from_raw
 from sepconc.sweep.sweep_state import (
     check_storage,
     check_tracking,
@@ -155,14 +155,14 @@ def _batch_size(spec: SweepSpec) -> int:
     return Config.from_flat(spec.base).optim.batch_size
 
 
-def launch(path, overrides=(), name=None, address=None, tracking_uri=None,
+def launch(spec: SweepSpec, address=None, tracking_uri=None,
            runs_dir: str | Path = "runs") -> dict[str, Any]:  # fmt: skip
-    """`launch.py sweep FILE`: check, then run every trial; returns the summary.
+    """`launch.py sweep FILE`: check, then run every trial of the parsed `spec`
+    (`sepconc.sweep.spec.load_sweep`: a command parses its file once); returns the summary.
 
     Nothing is written when a check refuses the sweep; a start that fails after the state
     was written (Ray, the cluster) removes it again (`sweep_state.discard_state`).
     """
-    spec = load_sweep(path, overrides, name)
     _quiet_libraries()
     paths = sweep_paths(spec, runs_dir)
     stale = (paths.meta_dir / "sweep.json").exists() and is_stale(paths.meta_dir)
@@ -174,7 +174,7 @@ def launch(path, overrides=(), name=None, address=None, tracking_uri=None,
     preflight(spec, paths, address, uri)
     if stale:  # a start that never reached Tune: its leftovers go, the name is free
         discard_state(paths, json.loads((paths.meta_dir / "sweep.json").read_text()))
-    meta = {"name": spec.name, "storage": paths.storage, "overrides": list(overrides),
+    meta = {"name": spec.name, "storage": paths.storage, "overrides": list(spec.overrides),
             "address": address}  # fmt: skip
     handler = attach_log(paths.meta_dir / "driver.log")
     try:
@@ -189,16 +189,24 @@ def resume(name: str, mode: str | None = None, address=None, runs_dir="runs", ov
     """`launch.py resume NAME`: continue unfinished trials (`mode`: retry or restart errored).
 
     `overrides` (`--set`) and `file` (`--file`) change the sweep in place when its trials
-    include the old ones (`sweep_state.trials_problem`); the new file is stored.
+    include the old ones (`sweep_state.trials_problem`) and every new trial passes
+    `validate_sweep`; the new file is stored. The stored file is read once.
     """
+    from sepconc.sweep.validate import validate_sweep
+
     meta = read_meta(name, runs_dir)
     _quiet_libraries()
     stored = Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml"
-    spec = load_sweep(stored, meta["overrides"], name)
+    raw, text = read_sweep_file(stored)
+    spec = spec_from_raw(raw, text, meta["overrides"], name, where=str(stored))
     started = tune_state_exists(meta["storage"], name)
     if overrides or file:
         changed = list(overrides) if file else [*meta["overrides"], *overrides]
-        new = load_sweep(file or stored, changed, name)
+        if file:
+            new = load_sweep(file, changed, name)
+        else:
+            new = spec_from_raw(raw, text, changed, name, where=str(stored))
+        validate_sweep(new, build=False)
         problem = trials_problem(spec, new, started)
         if problem:
             raise UserError(f"cannot resume '{name}' with {file or ' '.join(overrides)}: {problem}")

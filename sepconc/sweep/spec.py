@@ -28,6 +28,7 @@ option, randint's ends and middle, uniform/loguniform's ends and middle as float
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
@@ -75,6 +76,7 @@ class SweepSpec:
     storage: str | None = None
     auto_resources: bool = False  # `resources: auto`: fitted to the machine by the driver
     text: str = ""  # the sweep file as given (logged as an artifact)
+    overrides: list[str] = field(default_factory=list)  # `--set` items applied to `text`
 
     @property
     def workers(self) -> int:
@@ -111,8 +113,9 @@ def check_name(name: str, what: str = "sweep name") -> str:
     return name
 
 
-def load_sweep(path: str | Path, overrides: list[str] = (), name: str | None = None) -> SweepSpec:
-    """Read, override (`key=value`, YAML-typed, dotted for sections) and validate a sweep file."""
+def read_sweep_file(path: str | Path) -> tuple[dict[str, Any], str]:
+    """`(mapping, text)` of a sweep file, read once; a one-line `UserError` when the file is
+    missing, not YAML, or not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"sweep file {path} does not exist; give the path of a YAML sweep file")
@@ -126,11 +129,32 @@ def load_sweep(path: str | Path, overrides: list[str] = (), name: str | None = N
         raise UserError(f"{path}: YAML syntax error{where}: {problem}; fix the file") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a sweep file is a mapping (name:, base:, search:, ...)")
+    return raw, text
+
+
+def spec_from_raw(
+    raw: dict[str, Any],
+    text: str,
+    overrides: list[str] = (),
+    name: str | None = None,
+    where: str = "sweep",
+) -> SweepSpec:
+    """The `SweepSpec` of a read sweep file (`raw` is not changed) after `--set` overrides
+    (`key=value`, YAML-typed, dotted for sections) and `--name`; raises `UserError`."""
+    raw = copy.deepcopy(raw)
     for item in overrides:
         _apply_override(raw, item)
     if name is not None:
         raw["name"] = name
-    return parse_sweep(raw, text=text, where=str(path))
+    spec = parse_sweep(raw, text=text, where=where)
+    spec.overrides = list(overrides)
+    return spec
+
+
+def load_sweep(path: str | Path, overrides: list[str] = (), name: str | None = None) -> SweepSpec:
+    """Read, override and validate a sweep file: `spec_from_raw(*read_sweep_file(path), ...)`.
+    A command parses its sweep file once, then passes the `SweepSpec` on."""
+    return spec_from_raw(*read_sweep_file(path), overrides, name, where=str(path))
 
 
 def _apply_override(raw: dict, item: str) -> None:

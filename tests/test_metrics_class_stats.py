@@ -183,18 +183,28 @@ def test_by_layer_prefixes_keys():
 
 
 def test_large_d_is_fast():
-    """N=1000, D=20000 (float32 input): well under a second alone on 2 cores; the bound
-    leaves room for a machine shared with other jobs."""
+    """N=1000, D=20000 (float32 input): the statistics cost a few N x N Gram products,
+    never a D x D matrix. Timed against one Gram product `x @ x.T` measured in the same
+    run, interleaved, best of two each, so a loaded machine slows both alike (a fixed
+    wall-clock bound failed under load). Measured ratio on 2 cores: 2.6-6.8. A D x D
+    covariance alone is 20x a Gram product (D/N), its eigendecomposition far more: the
+    bound 30 catches that and leaves room for noise."""
     threads = torch.get_num_threads()
     torch.set_num_threads(min(2, threads))
     try:
         gen = torch.Generator().manual_seed(0)
         y = torch.randint(0, 10, (1000,), generator=gen)
         x = torch.randn(1000, 20000, generator=gen) + torch.randn(10, 20000, generator=gen)[y]
-        start = time.perf_counter()
-        stats = class_statistics(x, y, 10)
-        elapsed = time.perf_counter() - start
+        stats_s, gram_s = [], []
+        for _ in range(2):
+            start = time.perf_counter()
+            stats = class_statistics(x, y, 10)
+            stats_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            x @ x.T
+            gram_s.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
     assert stats["ncm_acc"] == 100.0 and stats["fisher_dim"] == 990
-    assert elapsed < 10.0
+    ratio = min(stats_s) / min(gram_s)
+    assert ratio < 30, f"class_statistics took {ratio:.1f}x one Gram product ({stats_s}, {gram_s})"

@@ -15,13 +15,14 @@ import selectors
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import launch, start
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(240)  # last resort; each step has its own deadline
@@ -74,10 +75,13 @@ class Server:
 
     def __init__(self, runs: Path, *args: str, **extra_env: str) -> None:
         self.port = free_port()
-        cmd = [sys.executable, "launch.py", "mlflow-server", "--port", str(self.port)]
-        cmd += ["--runs-dir", str(runs), *args]
-        self.proc = subprocess.Popen(
-            cmd,
+        self.proc = start(
+            "mlflow-server",
+            "--port",
+            self.port,
+            "--runs-dir",
+            runs,
+            *args,
             cwd=REPO,
             env=env(**extra_env),
             stdin=subprocess.DEVNULL,
@@ -182,32 +186,16 @@ def test_port_in_use_is_a_one_line_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "launch.py", "mlflow-server", "--port", str(port)]
-            + ["--runs-dir", str(tmp_path / "runs")],
-            cwd=REPO,
-            check=False,
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = launch("mlflow-server", "--port", port, "--runs-dir", tmp_path / "runs",
+                      cwd=REPO, env=env(), timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and str(port) in done.stderr and "--port" in done.stderr
     assert "tracking URI" not in done.stdout
 
 
 def test_auth_without_password_is_a_one_line_error(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "launch.py", "mlflow-server", "--auth", "--port", str(free_port())]
-        + ["--runs-dir", str(tmp_path / "runs")],
-        cwd=REPO,
-        check=False,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = launch("mlflow-server", "--auth", "--port", free_port(), "--runs-dir",
+                  tmp_path / "runs", cwd=REPO, env=env(), timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "SEPCONC_MLFLOW_ADMIN_PASSWORD" in done.stderr

@@ -86,7 +86,7 @@ def test_refused_sweep_writes_nothing(tmp_path):
     runs = tmp_path / "runs"
     path = write_sweep(tmp_path, {"workers_per_trial": 2, "cpus_per_worker": 4096})
     with pytest.raises(UserError, match=r"cpus_per_worker 4096"):
-        driver.launch(str(path), runs_dir=runs)
+        driver.launch(load_sweep(path), runs_dir=runs)
     assert not runs.exists()
 
 
@@ -109,11 +109,11 @@ def test_start_failing_after_state_frees_the_name(tmp_path, monkeypatch):
 
     monkeypatch.setattr(driver, "start_ray", no_ray)
     with pytest.raises(UserError, match="too small"):
-        driver.launch(str(path), runs_dir=runs)
+        driver.launch(load_sweep(path), runs_dir=runs)
     assert not (runs / "sweeps" / "s" / "sweep.json").exists()
     assert parents(runs) == []  # deleted: not found, not "existing"
     with pytest.raises(UserError, match="too small"):  # the name is free: no "already exists"
-        driver.launch(str(path), runs_dir=runs)
+        driver.launch(load_sweep(path), runs_dir=runs)
 
 
 def test_stale_state_does_not_block_the_name(tmp_path, monkeypatch):
@@ -128,7 +128,7 @@ def test_stale_state_does_not_block_the_name(tmp_path, monkeypatch):
     assert is_stale(paths.meta_dir)
     seen = {}
     monkeypatch.setattr(driver, "_run", lambda spec, paths, meta, *a, **k: seen.update(meta))
-    driver.launch(str(path), runs_dir=runs)
+    driver.launch(load_sweep(path), runs_dir=runs)
     assert [r.info.run_id for r in parents(runs)] == [seen["parent_run_id"]]  # old one deleted
 
 
@@ -243,7 +243,7 @@ def test_storage_and_tracking_refused_before_anything_is_written(tmp_path, chang
     raw.update(yaml.safe_load(yaml.safe_dump(change).replace("{tmp}", str(tmp_path))))
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(UserError, match=expect):
-        driver.launch(str(path), runs_dir=tmp_path / "runs")
+        driver.launch(load_sweep(path), runs_dir=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
 
 
@@ -252,3 +252,80 @@ def test_sweep_building_blocks_stay_importable_from_the_driver():
     from sepconc.sweep.driver import parent_run, read_meta, sweep_paths
 
     assert callable(parent_run) and callable(sweep_paths) and callable(read_meta)
+
+
+def without_mlflow(monkeypatch) -> None:
+    """The driver's state without an MLflow store (creating one costs ~5 s): `create_state`
+    writes sweep.yaml and sweep.json with made-up ids; the resume's client does nothing."""
+
+    def create_state(spec, paths, uri, meta):
+        paths.meta_dir.mkdir(parents=True, exist_ok=True)
+        (paths.meta_dir / "sweep.yaml").write_text(spec.text)
+        meta = {**meta, "tracking_uri": uri, "experiment_id": "0", "parent_run_id": "p"}
+        (paths.meta_dir / "sweep.json").write_text(json.dumps(meta, indent=1))
+        return meta
+
+    class Client:
+        def update_run(self, *args, **kwargs):
+            pass
+
+    monkeypatch.setattr(driver, "create_state", create_state)
+    monkeypatch.setattr(driver, "open_client", lambda uri: Client())
+
+
+def test_sweep_and_resume_read_and_parse_the_file_once(tmp_path, monkeypatch):
+    """`sweep FILE` reads FILE once and parses it once (validate and the driver get the same
+    `SweepSpec`); `resume NAME --set ...` reads the stored file once."""
+    from sepconc.cli import main
+    from sepconc.sweep import spec as spec_module
+
+    calls = {"read": 0, "parse": 0}
+    real_read, real_parse = spec_module.read_sweep_file, spec_module.parse_sweep
+
+    def read(*args, **kwargs):
+        calls["read"] += 1
+        return real_read(*args, **kwargs)
+
+    def parse(*args, **kwargs):
+        calls["parse"] += 1
+        return real_parse(*args, **kwargs)
+
+    monkeypatch.setattr(spec_module, "read_sweep_file", read)
+    monkeypatch.setattr(spec_module, "parse_sweep", parse)
+    monkeypatch.setattr(driver, "read_sweep_file", read)
+    without_mlflow(monkeypatch)
+    seen = []
+    monkeypatch.setattr(driver, "_run", lambda spec, *a, **k: seen.append(spec) or {"name": "s"})
+    monkeypatch.setattr("sepconc.cli.sweep_cmd._print_summary", lambda summary, runs_dir: 0)
+    runs = tmp_path / "runs"
+    path = write_sweep(tmp_path, {"workers_per_trial": 1, "cpus_per_worker": 1}, lrs=(0.01, 0.1))
+    assert main(["sweep", str(path), "--runs-dir", str(runs), "--set", "base.epochs=1"]) == 0
+    assert calls == {"read": 1, "parse": 1} and seen[0].overrides == ["base.epochs=1"]
+    assert json.loads((runs / "sweeps" / "s" / "sweep.json").read_text())["overrides"] == [
+        "base.epochs=1"
+    ]
+    calls.update(read=0, parse=0)
+    assert main(["resume", "s", "--runs-dir", str(runs), "--set", "samples=2"]) == 0
+    assert calls["read"] == 1 and seen[1].samples == 2 and seen[1].epochs == 1
+
+
+def test_resume_refuses_a_change_with_an_impossible_trial(tmp_path, monkeypatch):
+    """`resume --set` is checked like `sweep`: a new trial no config allows is refused before
+    the stored sweep changes."""
+    runs = tmp_path / "runs"
+    path = write_sweep(tmp_path, {"workers_per_trial": 1, "cpus_per_worker": 1})
+    spec = load_sweep(path)
+    paths = driver.sweep_paths(spec, runs)
+    without_mlflow(monkeypatch)
+    driver.create_state(spec, paths, "sqlite:///unused.db",
+                        {"name": "s", "storage": paths.storage, "overrides": [], "address": None})  # fmt: skip
+    before = (
+        (paths.meta_dir / "sweep.yaml").read_text(),
+        (paths.meta_dir / "sweep.json").read_text(),
+    )
+    monkeypatch.setattr(driver, "_run", lambda *a, **k: pytest.fail("the resume ran"))
+    with pytest.raises(UserError, match=r"use randint: \[1, 3\] or grid"):
+        driver.resume("s", runs_dir=runs,
+                      overrides=["search.learning_rate_adjust_frequency={uniform: [1, 3]}"])  # fmt: skip
+    after = (paths.meta_dir / "sweep.yaml").read_text(), (paths.meta_dir / "sweep.json").read_text()
+    assert after == before

@@ -1,0 +1,410 @@
+"""The bad-input catalogue's cases (run and checked by tests/test_bad_input.py).
+
+`CASES[name]` is a `Case`: a `launch.py` command line (after `launch.py`; `{tmp}` is the
+working folder), the regular expression its one error line must match (the problem, the
+value, the fix), the files to write first and the name of a data writer in `SETUPS`.
+`PROCESS` names the cases that also run as the real `launch.py` subprocess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.fakedata import write_cifar10, write_imagefolder
+
+APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"\x00" * 4088  # macOS `._name`
+
+
+# A sweep file that validates: one phase-scattering block on 1x16x16 synthetic images
+# (33 channels after the front end), 2 trials, no file read.
+GOOD_SWEEP = {
+    "name": "s",
+    "base": {"dataset": "synthetic", "arch": "scatnetblockanalysis", "n_blocks": 1,
+             "epochs": 2, "batch_size": 100, "P_proj_size": 8, "frame_width": 16,
+             "workers": 0, "stats_every": 0},
+    "search": {"lr": {"grid": [0.01, 0.1]}},
+    "scheduler": {"type": "fifo"},
+    "resources": {"workers_per_trial": 1},
+}  # fmt: skip
+SYN = "train --dataset synthetic -j 0 -a analysis --frame-width 16"  # needs no data file
+
+
+def sweep_text(**changes) -> str:
+    """GOOD_SWEEP with top-level or `base.key` changes (value None deletes), as YAML."""
+    import copy
+
+    import yaml
+
+    raw = copy.deepcopy(GOOD_SWEEP)
+    for key, value in changes.items():
+        target, name = (raw["base"], key[5:]) if key.startswith("base_") else (raw, key)
+        if value is None:
+            target.pop(name, None)
+        else:
+            target[name] = value
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+@dataclass
+class Case:
+    argv: str  # after `launch.py`; {tmp} is the working folder
+    expect: str  # regular expression the error line must match
+    files: dict[str, str | bytes] = field(default_factory=dict)  # relative path -> content
+    setup: str | None = None  # name of a data writer to run first (see SETUPS)
+
+
+def _imagenet(tmp: Path) -> None:
+    write_imagefolder(tmp / "imnet", n_classes=3, n_per_class=1, size=8)
+
+
+def _cifar(tmp: Path) -> None:
+    write_cifar10(tmp / "data", n_per_batch=1, n_test=1)
+
+
+def _imagenet_broken(tmp: Path) -> None:
+    """An AppleDouble companion copied without its leading dot: an image name, no image."""
+    _imagenet(tmp)
+    (tmp / "imnet" / "train" / "n00000001" / "broken.JPEG").write_bytes(APPLEDOUBLE)
+
+
+def _imagenet_empty_val(tmp: Path) -> None:
+    _imagenet(tmp)
+    folder = tmp / "imnet" / "val" / "n00000002"
+    for p in folder.iterdir():
+        p.unlink()
+    (folder / "README.txt").write_text("images to come\n")
+    (folder / "._img_0.JPEG").write_bytes(APPLEDOUBLE)
+
+
+def _torch_bytes(obj) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _refused_checkpoint(tmp: Path) -> None:
+    """Intact, but a numpy scalar and an argparse.Namespace the safe loader refuses."""
+    import argparse
+
+    import numpy as np
+
+    (tmp / "ckpt.pt").write_bytes(_torch_bytes(
+        {"model": {}, "epoch": 1, "best_val_acc1": np.float64(50.0),
+         "args": argparse.Namespace(lr=0.01)}))  # fmt: skip
+
+
+def _paper_checkpoint(tmp: Path) -> None:
+    """The paper's main.py layout with the authors' own module names."""
+    import torch
+
+    (tmp / "paper.pth.tar").write_bytes(_torch_bytes(
+        {"epoch": 3, "arch": "analysis", "best_acc1": torch.tensor(50.0), "optimizer": {},
+         "state_dict": {"0.module.analysis.frame_weight": torch.zeros(2)}}))  # fmt: skip
+
+
+SETUPS = {"imagenet": _imagenet, "cifar": _cifar, "imagenet_broken": _imagenet_broken,
+          "imagenet_empty_val": _imagenet_empty_val, "refused_checkpoint": _refused_checkpoint,
+          "paper_checkpoint": _paper_checkpoint}  # fmt: skip
+IMNET = "train --dataset imagenet --data {tmp}/imnet -a scatnet --P-proj-size 16"
+
+CASES: dict[str, Case] = {
+    # ------------------------------------------------------------ sweep files (validate)
+    "yaml_syntax_error": Case(
+        "validate s.yaml", r"s\.yaml: YAML syntax error at line 4, column 7: .*; fix the file",
+        {"s.yaml": "name: s\nbase:\n  dataset: [synthetic\n  arch: analysis\n"},
+    ),
+    "unknown_key_suggests": Case(
+        "validate s.yaml", r"unknown key 'schedular' \(did you mean 'scheduler'\?\)",
+        {"s.yaml": sweep_text(scheduler=None, schedular={"type": "fifo"})},
+    ),
+    "wrong_type": Case(
+        "validate s.yaml", r"samples must be int, got 'two'",
+        {"s.yaml": sweep_text(samples="two")},
+    ),
+    "empty_grid": Case(
+        "validate s.yaml", r"search\.lr\.grid needs a non-empty list",
+        {"s.yaml": sweep_text(search={"lr": {"grid": []}})},
+    ),
+    "per_block_list_too_long": Case(
+        "validate s.yaml", r"frame_width has 2 values but scatnetblockanalysis builds 1 block",
+        {"s.yaml": sweep_text(base_frame_width=[16, 32])},
+    ),
+    "projection_too_large_validate": Case(
+        "validate s.yaml", r"P_proj_size 64 is larger than its input's 33 channels; use at most 33",
+        {"s.yaml": sweep_text(search={"P_proj_size": {"grid": [8, 64]}})},
+    ),
+    "unknown_arch_sweep": Case(
+        "validate s.yaml", r"arch 'resnet' is not one of analysis, scatnet",
+        {"s.yaml": sweep_text(base_arch="resnet")},
+    ),
+    "unknown_non_linearity_sweep": Case(
+        "validate s.yaml", r"non_linearity 'tanh' is not one of absolute, softshrink, relu",
+        {"s.yaml": sweep_text(search={"non_linearity": {"grid": ["relu", "tanh"]}})},
+    ),
+    "unknown_dataset_sweep": Case(
+        "validate s.yaml", r"dataset 'svhn' is not one of mnist, cifar10",
+        {"s.yaml": sweep_text(base_dataset="svhn")},
+    ),
+    "workers_per_trial_zero": Case(
+        "validate s.yaml", r"resources\.workers_per_trial must be > 0, got 0",
+        {"s.yaml": sweep_text(resources={"workers_per_trial": 0})},
+    ),
+    "name_with_dotdot_in_file": Case(
+        "validate s.yaml", r"sweep name '\.\./x' is not allowed",
+        {"s.yaml": sweep_text(name="../x")},
+    ),
+    "missing_sweep_file": Case("validate nosuch.yaml", r"sweep file nosuch\.yaml does not exist"),
+    # ------------------------------------------------------------ sweep / resume / results
+    "name_with_dotdot_flag": Case(
+        "sweep s.yaml --name ../x", r"sweep name '\.\./x' is not allowed",
+        {"s.yaml": sweep_text()},
+    ),
+    "unreachable_tracking_uri": Case(
+        "sweep s.yaml --tracking-uri http://127.0.0.1:1",
+        r"tracking server http://127\.0\.0\.1:1 is unreachable .*mlflow-server",
+        {"s.yaml": sweep_text()},
+    ),
+    "unreachable_ray_address": Case(
+        "sweep s.yaml --address 127.0.0.1:1",
+        r"cannot reach Ray cluster at 127\.0\.0\.1:1 .*drop --address",
+        {"s.yaml": sweep_text()},
+    ),
+    "resume_unknown_sweep": Case("resume nosuch", r"no sweep named 'nosuch' in runs/sweeps"),
+    "status_unknown_sweep": Case("status nosuch", r"no sweep named 'nosuch'"),
+    "best_unknown_sweep": Case("best nosuch", r"no sweep named 'nosuch'"),
+    "compare_unknown_sweep": Case("compare nosuch --csv", r"no sweep named 'nosuch'"),
+    # ------------------------------------------------------------ train
+    "projection_too_large_dry_run": Case(
+        f"{SYN} -a scatnetblock --n-blocks 1 --P-proj-size 64 --dry-run",
+        r"P_proj_size 64 is larger than its input's 33 channels",
+    ),
+    "frame_does_not_tile": Case(
+        f"{SYN} -a analysis --frame-width 16 --frame-kernel-size 5 --frame-stride 2",
+        r"frame_kernel_size 5 with frame_stride 2 does not tile the 16x16 input",
+    ),
+    "unknown_arch_train": Case(f"{SYN} -a resnet", r"argument -a/--arch: invalid choice: 'resnet'"),
+    "unknown_non_linearity_train": Case(
+        f"{SYN} --non-linearity tanh", r"argument --non-linearity: invalid choice: 'tanh'"
+    ),
+    "unknown_dataset_train": Case(
+        "train --dataset svhn", r"argument --dataset: invalid choice: 'svhn'"
+    ),
+    "missing_dataset_folder": Case(
+        "train --dataset mnist --data /nonexistent/mnist -a analysis --frame-width 16",
+        r"MNIST not found .* in /nonexistent/mnist/MNIST/raw.*--data DIR holding MNIST/raw/",
+    ),
+    "mislaid_cifar_folder": Case(
+        "train --dataset cifar10 --data {tmp}/data/cifar-10-batches-py -a analysis "
+        "--frame-width 16 --frame-kernel-size 8 --frame-stride 4",
+        r"cifar10 not found in .*is the cifar-10-batches-py folder itself: pass its parent",
+        setup="cifar",
+    ),
+    "class_indices_out_of_range": Case(
+        "train --dataset imagenet --data {tmp}/imnet --nb-classes 2 --class-indices idx.txt "
+        "-a scatnet --P-proj-size 16",
+        r"--class-indices idx\.txt has indices out of range 0\.\.2 .*: 7",
+        {"idx.txt": "0 7\n"}, setup="imagenet",
+    ),
+    "class_indices_duplicates": Case(
+        "train --dataset imagenet --data {tmp}/imnet --nb-classes 2 --class-indices idx.txt "
+        "-a scatnet --P-proj-size 16",
+        r"--class-indices idx\.txt repeats indices 1; list each once",
+        {"idx.txt": "1\n1\n"}, setup="imagenet",
+    ),
+    "class_indices_not_text": Case(
+        f"{IMNET} --nb-classes 2 --class-indices idx.txt",
+        r"--class-indices idx\.txt is neither utf-8 text nor a torch or \.npy file; accepted "
+        r"formats: a torch\.save'd list or 1-D integer tensor, a \.npy integer array, or text",
+        {"idx.txt": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"}, setup="imagenet",
+    ),
+    "class_indices_torch_dict": Case(
+        f"{IMNET} --nb-classes 2 --class-indices idx.pt",
+        r"--class-indices idx\.pt holds a torch\.save'd dict, not a list or 1-D tensor of "
+        r"integers; accepted formats: ",
+        {"idx.pt": _torch_bytes({"indices": [0, 1]})}, setup="imagenet",
+    ),
+    "imagenet_unreadable_image": Case(
+        IMNET,
+        r"image file .*/imnet/train/n00000001/broken\.JPEG cannot be read \(not an image PIL "
+        r"recognises\); delete or replace it",
+        setup="imagenet_broken",
+    ),
+    "imagenet_class_without_image": Case(
+        IMNET,
+        r"imagenet class folder .*/imnet/val/n00000002 \(val split\) has no image \(it holds "
+        r"only README\.txt\); add images \(\.jpg, \.jpeg, \.png",
+        setup="imagenet_empty_val",
+    ),
+    "resume_refused_objects": Case(
+        f"{SYN} --resume ckpt.pt",
+        r"checkpoint ckpt\.pt is intact but holds objects the safe loader \(torch\.load "
+        r"weights_only=True\) refuses: .*argparse\.Namespace.*add_safe_globals",
+        setup="refused_checkpoint",
+    ),
+    "resume_paper_layout_authors_names": Case(  # found at load: no tracking, nothing written
+        f"{SYN} --no-tracking --resume paper.pth.tar",
+        r"checkpoint paper\.pth\.tar is the paper's main\.py layout with the authors' module "
+        r"names \(e\.g\. 0\.module\.analysis\.frame_weight\)",
+        setup="paper_checkpoint",
+    ),
+    "negative_epochs": Case(f"{SYN} --epochs -1", r"epochs must be > 0, got -1"),
+    "negative_lr": Case(f"{SYN} --lr=-0.1", r"lr must be > 0, got -0\.1"),
+    "resume_missing_file": Case(
+        f"{SYN} --resume {{tmp}}/missing.pt", r"--resume .*missing\.pt: no checkpoint there"
+    ),
+    "config_file_missing": Case(
+        f"{SYN} --config nosuch.yaml", r"config file nosuch\.yaml does not exist"
+    ),
+    "evaluate_without_resume": Case(f"{SYN} --evaluate", r"evaluate needs a checkpoint: add --resume"),
+    "batch_not_divisible": Case(
+        f"{SYN} --batch-size 100 --num-workers 3",
+        r"batch_size 100 is not divisible by num_workers 3; choose a multiple",
+    ),
+    "frame_width_zero": Case(f"{SYN} --frame-width 0", r"every frame_width must be > 0, got \[0\]"),
+    "P_kernel_size_even": Case(
+        f"{SYN} -a scatnetblock --n-blocks 1 --P-proj-size 8 --P-kernel-size 2",
+        r"P_kernel_size 2 must be odd",
+    ),
+    "unknown_flag": Case(
+        f"{SYN} --frobnicate 3", r"unrecognized arguments: --frobnicate 3 \(see --help\)"
+    ),
+}  # fmt: skip
+
+
+def sweep_case(expect: str, **changes) -> Case:
+    """`validate s.yaml --no-build` on GOOD_SWEEP with `changes` (see `sweep_text`): the one
+    error line names the file, then contains `expect` (literal text)."""
+    return Case("validate s.yaml --no-build", r"^error: s\.yaml: .*" + re.escape(expect),
+                {"s.yaml": sweep_text(**changes)})  # fmt: skip
+
+
+TWO_WORKERS = {"workers_per_trial": 2}
+PAYLOAD = "!!python/object/apply:os.system [touch pwned]"  # would create ./pwned
+ASHA = {"type": "asha"}
+
+# Sweep-file schema: every key, kind and value a sweep file can get wrong.
+CASES.update({
+    "search_unknown_parameter": sweep_case(
+        "unknown parameter 'search.frame_widht' (did you mean 'frame_width'?)",
+        search={"frame_widht": {"grid": [8]}}),
+    "search_unknown_kind": sweep_case(
+        "search.lr: unknown kind 'gird' (did you mean 'grid'?)", search={"lr": {"gird": [0.1]}}),
+    "search_grid_not_a_list": sweep_case(
+        "search.lr.grid needs a non-empty list, got 0.1", search={"lr": {"grid": 0.1}}),
+    "search_entry_not_a_mapping": sweep_case(
+        "search.lr must be one of {grid|choice|uniform", search={"lr": [0.1, 0.01]}),
+    "search_uniform_reversed": sweep_case(
+        "search.lr.uniform needs [low, high] with low < high, got [0.1, 0.01]",
+        search={"lr": {"uniform": [0.1, 0.01]}}),
+    "search_uniform_empty": sweep_case(
+        "low < high, got [0.1, 0.1]", search={"lr": {"uniform": [0.1, 0.1]}}),
+    "search_loguniform_zero": sweep_case(
+        "search.lr.loguniform needs low > 0, got 0", search={"lr": {"loguniform": [0, 0.1]}}),
+    "search_randint_three_values": sweep_case(
+        "search.epochs.randint needs [low, high]", search={"epochs": {"randint": [1, 2, 3]}}),
+    "search_randint_not_integers": sweep_case(
+        "search.epochs.randint needs integer ends", search={"epochs": {"randint": [1.5, 3]}}),
+    "search_per_block_list_too_long": sweep_case(
+        "frame_width has 2 values but scatnetblockanalysis builds 1 block",
+        search={"frame_width": {"grid": [[8, 16]]}}),
+    "search_uniform_for_an_integer": sweep_case(
+        "search.learning_rate_adjust_frequency.uniform [1, 3]: learning_rate_adjust_frequency "
+        "is an integer and uniform draws floats (e.g. 1.74); use randint: [1, 3] or grid",
+        search={"learning_rate_adjust_frequency": {"uniform": [1, 3]}}),
+    "search_loguniform_for_an_integer": sweep_case(
+        "search.frame_width.loguniform [8, 64]: frame_width is an integer",
+        search={"frame_width": {"loguniform": [8, 64]}}),
+    "search_uniform_for_a_str": sweep_case(
+        "search.non_linearity.uniform [0, 1]: non_linearity is a str; use grid or choice",
+        search={"non_linearity": {"uniform": [0, 1]}}),
+    "search_grid_batch_not_divisible": sweep_case(
+        "search.batch_size=33: batch_size 33 is not divisible by resources.workers_per_trial 2",
+        search={"batch_size": {"grid": [100, 50, 33]}}, resources=TWO_WORKERS),
+    "search_randint_batch_not_divisible": sweep_case(  # low (and middle) odd, high even
+        "search.batch_size=97: batch_size 97 is not divisible by resources.workers_per_trial 2",
+        search={"batch_size": {"randint": [97, 98]}}, resources=TWO_WORKERS),
+    "search_uniform_negative_lr": sweep_case(
+        "search.lr=-0.1: lr must be > 0, got -0.1", search={"lr": {"uniform": [-0.1, 0.3]}}),
+    "search_uniform_dropout_one": sweep_case(
+        "search.dropout_p_mlp=1.0: dropout_p_mlp must be in [0, 1), got 1.0",
+        search={"dropout_p_mlp": {"uniform": [0.5, 1.0]}}),
+    "samples_zero": sweep_case("samples must be >= 1, got 0", samples=0),
+    "scheduler_grace_not_int": sweep_case(
+        "scheduler.grace_period must be int, got 1.5", scheduler={**ASHA, "grace_period": 1.5}),
+    "scheduler_unknown_type": sweep_case(
+        "scheduler.type must be 'asha' or 'fifo', got 'hyperband'", scheduler={"type": "hyperband"}),
+    "scheduler_type_suggests": sweep_case(
+        "got 'ahsa' (did you mean 'asha'?)", scheduler={"type": "ahsa"}),
+    "scheduler_grace_above_max_t": sweep_case(
+        "scheduler.grace_period must be in [1, max_t=2], got 5",
+        scheduler={**ASHA, "grace_period": 5, "max_t": 2}),
+    "scheduler_reduction_factor_one": sweep_case(
+        "scheduler.reduction_factor must be > 1, got 1", scheduler={**ASHA, "reduction_factor": 1}),
+    "scheduler_max_t_above_epochs": sweep_case(
+        "scheduler.max_t 10 exceeds base.epochs 2; trials never reach it, lower max_t",
+        scheduler={**ASHA, "max_t": 10}),
+    "resources_bool": sweep_case(
+        "resources.workers_per_trial must be int, got True", resources={"workers_per_trial": True}),
+    "resources_unknown_key": sweep_case("unknown key 'resources.gpus'", resources={"gpus": 1}),
+    "batch_not_divisible_by_workers": sweep_case(
+        "base: batch_size 100 is not divisible by resources.workers_per_trial 3; choose a "
+        "multiple of 3", resources={"workers_per_trial": 3}),
+    "name_with_slash": sweep_case("sweep name 'a/b' is not allowed", name="a/b"),
+    "name_hidden": sweep_case("sweep name '.hidden' is not allowed", name=".hidden"),
+    "name_missing": sweep_case("missing 'name'", name=None),
+    "unknown_metric": sweep_case("metric 'val_acc' is not one of", metric="val_acc"),
+    "unknown_mode": sweep_case("mode must be 'min' or 'max', got 'maximize'", mode="maximize"),
+    "base_unknown_key": sweep_case("base: unknown key 'epoch' (did you mean 'epochs'?)",
+                                   base_epoch=3),
+    "base_wrong_type": sweep_case("epochs must be int, got 'ten'", base_epochs="ten"),
+    "base_not_a_mapping": sweep_case("base must be a mapping, got list", base=[1, 2]),
+    "storage_not_str": sweep_case("storage must be str, got 3", storage=3),
+    "set_without_value": Case("validate s.yaml --no-build --set base.epochs",
+                              r"--set 'base\.epochs': expected key=value, e\.g\. --set base\.epochs=3",
+                              {"s.yaml": sweep_text()}),
+    "set_wrong_type": Case("validate s.yaml --no-build --set base.epochs=x",
+                           r"epochs must be int, got 'x'", {"s.yaml": sweep_text()}),
+    "set_max_t_above_epochs": Case(
+        "validate s.yaml --no-build --set scheduler.type=asha --set scheduler.max_t=9",
+        r"scheduler\.max_t 9 exceeds base\.epochs 2", {"s.yaml": sweep_text()}),
+    "set_into_a_value": Case("validate s.yaml --no-build --set name.x=1",
+                             r"--set 'name\.x=1': name is not a section", {"s.yaml": sweep_text()}),
+    "set_value_not_yaml": Case("validate s.yaml --no-build --set samples=[1",
+                               r"--set 'samples=\[1': the value is not valid YAML; quote it",
+                               {"s.yaml": sweep_text()}),
+    "yaml_payload_in_sweep_file": Case(  # the safe loader: the command is never run
+        "validate s.yaml", r"s\.yaml: YAML syntax error at line 2",
+        {"s.yaml": f"name: s\ndescription: {PAYLOAD}\nbase: {{}}\n"}),
+    "yaml_payload_in_config_file": Case(
+        f"{SYN} --config c.yaml", r"c\.yaml: YAML syntax error at line 2",
+        {"c.yaml": f"epochs: 2\nout: {PAYLOAD}\n"}),
+    "sweep_file_not_a_mapping": Case(
+        "validate s.yaml", r"s\.yaml: a sweep file is a mapping \(name:, base:, search:",
+        {"s.yaml": "- a\n- b\n"}),
+    # ------------------------------------------------------------ train (more)
+    "projection_too_large_scatnet": Case(
+        f"{SYN} -a scatnet --scattering-J 2 --P-proj-size 300 --dry-run",
+        r"P_proj_size 300 is larger than its input's 81 channels"),
+    "projection_too_large_train": Case(  # not a dry run: refused before the run folder
+        f"{SYN} -a scatnet --scattering-J 2 --P-proj-size 300 --epochs 1 --stats-every 0",
+        r"P_proj_size 300 is larger than its input's 81 channels"),
+    "mnist_without_data": Case(
+        "train --dataset mnist -a analysis --epochs 1", r"needs a data folder: pass --data"),
+})  # fmt: skip
+
+# Also run as the real `launch.py` subprocess: argparse's exit, a sweep file, the network
+# checks, file-reading errors, a refused checkpoint, a train refused after its pre-flight.
+PROCESS = (
+    "unknown_arch_train",
+    "yaml_syntax_error",
+    "unreachable_ray_address",
+    "imagenet_unreadable_image",
+    "resume_refused_objects",
+    "projection_too_large_train",
+)
