@@ -1,4 +1,4 @@
-"""Run, resume and locate sweeps: checks, Ray start/join, the Tuner, the MLflow parent run.
+"""Run and resume sweeps: the checks, Ray start or join, the Tuner (`tuner.py`), the parent run.
 
 Layout (all under the runs folder, default `./runs`, unless `storage:` moves the
 heavy parts to a shared path or `s3://`):
@@ -17,12 +17,12 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sepconc.errors import UserError
 from sepconc.logs import adopt_library_loggers, attach_log, detach_log, stdout_to_log
+from sepconc.sweep.paths import SweepPaths, read_meta, sweep_paths  # noqa: F401 - public API
 from sepconc.sweep.ray_join import check_address, held_stderr, join_cluster  # noqa: F401
 from sepconc.sweep.resources import (
     check_resources,
@@ -33,58 +33,22 @@ from sepconc.sweep.resources import (
     ray_totals,
     resources_line,
 )
-from sepconc.sweep.spec import SweepSpec, check_name, load_sweep, read_sweep_file, spec_from_raw
+from sepconc.sweep.spec import SweepSpec, load_sweep, read_sweep_file, spec_from_raw
 from sepconc.sweep.sweep_state import (
     check_storage,
     check_tracking,
     create_state,
     discard_state,
+    finish_parent,
     is_stale,
     parent_run,  # noqa: F401 - part of this module's public API (scripts build sweeps with it)
     trials_problem,
     tune_state_exists,
 )
-from sepconc.tracking.store import default_tracking_uri, open_client, tracking_client
+from sepconc.sweep.tuner import build_tuner, trial_resources  # noqa: F401
+from sepconc.tracking.store import default_tracking_uri, open_client
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SweepPaths:
-    runs_dir: Path
-    name: str
-    storage: str  # absolute local path or a URI such as s3://bucket/prefix
-
-    @property
-    def meta_dir(self) -> Path:
-        return self.runs_dir / "sweeps" / self.name
-
-    @property
-    def local_storage(self) -> bool:
-        return "://" not in self.storage
-
-    def under(self, *parts: str) -> str:
-        return "/".join([self.storage.rstrip("/"), *parts])
-
-
-def sweep_paths(spec: SweepSpec, runs_dir: str | Path = "runs") -> SweepPaths:
-    runs = Path(runs_dir).resolve()
-    storage = spec.storage or str(runs)
-    if "://" not in storage:
-        storage = str(Path(storage).resolve())
-    return SweepPaths(runs, spec.name, storage)
-
-
-def read_meta(name: str, runs_dir: str | Path = "runs") -> dict[str, Any]:
-    """The `sweep.json` of an existing sweep; a one-line error naming the known sweeps if absent."""
-    check_name(name)
-    meta = Path(runs_dir).resolve() / "sweeps" / name / "sweep.json"
-    if not meta.is_file():
-        known = sorted(p.parent.name for p in (Path(runs_dir) / "sweeps").glob("*/sweep.json"))
-        hint = f"known sweeps: {', '.join(known)}" if known else "no sweep has run in this folder"
-        raise UserError(f"no sweep named '{name}' in {Path(runs_dir)}/sweeps ({hint}); "
-                        f"check the name or --runs-dir")  # fmt: skip
-    return json.loads(meta.read_text())
 
 
 def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
@@ -113,19 +77,6 @@ def start_ray(address: str | None, spec: SweepSpec, paths: SweepPaths) -> None:
     totals = ray_totals()
     check_resources(spec, address, totals)
     check_storage(paths, int(totals["nodes"]))
-
-
-def trial_resources(spec: SweepSpec) -> dict[str, float]:
-    """What Tune reserves for a trial's own process.
-
-    A multi-worker trial only supervises (its Train workers hold the CPUs/GPUs), so it
-    reserves a token amount of memory; a 1-worker trial trains in that process and
-    reserves the worker's resources.
-    """
-    if spec.workers == 1:
-        gpus = spec.gpus_per_worker
-        return {"CPU": spec.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
-    return {"CPU": 0, "memory": 1}
 
 
 def _quiet_libraries() -> None:
@@ -232,32 +183,14 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
     """Start Ray, build or restore the Tuner and fit. `fresh`: a start that fails before
     `fit` removes the sweep's state (its name stays free)."""
     import ray
-    from ray import tune
 
     from sepconc.sweep.space import trial_count
-    from sepconc.sweep.trial import run_trial
 
     started = time.perf_counter()
     fitting = False
     try:
         start_ray(address, spec, paths)
-        fixed = {"base": spec.base, "workers": spec.workers, "cpus_per_worker": spec.cpus_per_worker,
-                 "gpus_per_worker": spec.gpus_per_worker, "max_retries": spec.max_retries,
-                 "checkpoint_every": spec.checkpoint["every"],
-                 "checkpoint_keep": spec.checkpoint["keep"],
-                 "train_storage": paths.under("train", spec.name),
-                 "trials_dir": paths.under("trials", spec.name) if paths.local_storage else None,
-                 "cache_dir": paths.under("cache"),
-                 "restart_errored": resume == "restart"}  # fmt: skip
-        trainable = tune.with_parameters(run_trial, sweep=fixed)
-        trainable = tune.with_resources(trainable, trial_resources(spec))
-        experiment = paths.under("tune", spec.name)
-        if resume:
-            tuner = tune.Tuner.restore(experiment, trainable,
-                                       resume_errored=resume == "retry",
-                                       restart_errored=resume == "restart")  # fmt: skip
-        else:
-            tuner = _new_tuner(spec, paths, meta, trainable)
+        tuner = build_tuner(spec, paths, meta, resume)
         fitting = True
         with stdout_to_log("ray.tune.output"):  # Tune prints its banner and hints: to the log
             results = tuner.fit()
@@ -265,7 +198,7 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
         if fresh and not fitting:
             discard_state(paths, meta)
         else:  # resumable: `resume NAME` continues it; not left RUNNING meanwhile
-            _finish_parent(meta, None)
+            finish_parent(meta, None)
         raise
     finally:
         if ray.is_initialized():
@@ -273,54 +206,5 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
     summary = {"name": spec.name, "trials": trial_count(spec), "seconds": time.perf_counter() - started,
                "errors": sum(1 for r in results if r.error),
                "tracking_uri": meta["tracking_uri"]}  # fmt: skip
-    _finish_parent(meta, summary)
+    finish_parent(meta, summary)
     return summary
-
-
-def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    from sepconc.sweep.callbacks import MlflowSweepCallback, ProgressCallback
-    from sepconc.sweep.space import trial_count, tune_param_space
-
-    sched = spec.scheduler
-    scheduler = FIFOScheduler()
-    if sched["type"] == "asha":
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=sched["max_t"],
-                                  grace_period=sched["grace_period"],
-                                  reduction_factor=sched["reduction_factor"])  # fmt: skip
-    concurrent = spec.resources.get("max_concurrent_trials")
-    # Train retries multi-worker trials itself; a 1-worker trial runs in Tune's process: Tune retries.
-    in_process_retries = spec.max_retries if spec.workers == 1 else 0
-    callbacks = [
-        MlflowSweepCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
-                            spec.name, spec.base, spec.epochs, sched, spec.workers,
-                            spec.gpus_per_worker),
-        ProgressCallback(spec.metric, trial_count(spec), spec.epochs, sched),
-    ]  # fmt: skip
-    return tune.Tuner(
-        trainable,
-        param_space=tune_param_space(spec),
-        tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler,
-                                    num_samples=spec.samples, max_concurrent_trials=concurrent,
-                                    trial_dirname_creator=lambda t: t.trial_id),
-        run_config=tune.RunConfig(name=spec.name, storage_path=paths.under("tune"),
-                                  callbacks=callbacks, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=in_process_retries),
-                                  # 1-worker trials' checkpoints in Tune's storage: newest N too
-                                  checkpoint_config=tune.CheckpointConfig(
-                                      num_to_keep=spec.checkpoint["keep"])),
-    )  # fmt: skip
-
-
-def _finish_parent(meta: dict, summary: dict | None) -> None:
-    """End the parent run: FINISHED, or FAILED when trials failed or the sweep broke off."""
-    try:
-        client = tracking_client(meta["tracking_uri"])
-        if summary is not None:
-            client.log_metric(meta["parent_run_id"], "sweep_seconds", summary["seconds"])
-        failed = summary is None or summary["errors"]
-        client.set_terminated(meta["parent_run_id"], "FAILED" if failed else "FINISHED")
-    except Exception as exc:  # never hide the sweep's own outcome behind this
-        log.warning("could not close parent run %s: %s", meta["parent_run_id"], exc)

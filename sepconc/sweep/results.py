@@ -13,7 +13,7 @@ from typing import Any
 
 from sepconc.config import FIELD_SECTION, Config
 from sepconc.errors import UserError
-from sepconc.sweep.driver import read_meta
+from sepconc.sweep.paths import read_meta
 from sepconc.sweep.reproduce import NOT_EXPORTED, run_settings
 from sepconc.sweep.spec import load_sweep
 from sepconc.tracking.epochs import common_epoch

@@ -181,3 +181,15 @@ def trials_problem(old: SweepSpec, new: SweepSpec, started: bool) -> str | None:
         return ("adds trials to a sweep Tune has already started (its trial list is fixed); "
                 "start the extra trials as a new sweep with --name")  # fmt: skip
     return None
+
+
+def finish_parent(meta: dict, summary: dict | None) -> None:
+    """End the parent run: FINISHED, or FAILED when trials failed or the sweep broke off."""
+    try:
+        client = tracking_client(meta["tracking_uri"])
+        if summary is not None:
+            client.log_metric(meta["parent_run_id"], "sweep_seconds", summary["seconds"])
+        failed = summary is None or summary["errors"]
+        client.set_terminated(meta["parent_run_id"], "FAILED" if failed else "FINISHED")
+    except Exception as exc:  # never hide the sweep's own outcome behind this
+        log.warning("could not close parent run %s: %s", meta["parent_run_id"], exc)

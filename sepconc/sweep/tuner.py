@@ -1,0 +1,85 @@
+"""The Ray Tune side of a sweep: what a trial reserves, the scheduler, the callbacks, the Tuner.
+
+`build_tuner` makes the `tune.Tuner` of a parsed sweep (or restores it from its Tune state);
+the driver (`sepconc.sweep.driver`) starts Ray, calls it and fits.
+"""
+
+from __future__ import annotations
+
+from sepconc.sweep.paths import SweepPaths
+from sepconc.sweep.spec import SweepSpec
+
+
+def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | None):
+    """The Tuner of a sweep: restored from its Tune state when `resume` (`"unfinished"`,
+    `"retry"` or `"restart"`: errored trials continued or started over), else new.
+    Needs a started Ray (`driver.start_ray`)."""
+    from ray import tune
+
+    from sepconc.sweep.trial import run_trial
+
+    fixed = {"base": spec.base, "workers": spec.workers, "cpus_per_worker": spec.cpus_per_worker,
+             "gpus_per_worker": spec.gpus_per_worker, "max_retries": spec.max_retries,
+             "checkpoint_every": spec.checkpoint["every"],
+             "checkpoint_keep": spec.checkpoint["keep"],
+             "train_storage": paths.under("train", spec.name),
+             "trials_dir": paths.under("trials", spec.name) if paths.local_storage else None,
+             "cache_dir": paths.under("cache"),
+             "restart_errored": resume == "restart"}  # fmt: skip
+    trainable = tune.with_parameters(run_trial, sweep=fixed)
+    trainable = tune.with_resources(trainable, trial_resources(spec))
+    if resume:
+        return tune.Tuner.restore(paths.under("tune", spec.name), trainable,
+                                  resume_errored=resume == "retry",
+                                  restart_errored=resume == "restart")  # fmt: skip
+    return _new_tuner(spec, paths, meta, trainable)
+
+
+def trial_resources(spec: SweepSpec) -> dict[str, float]:
+    """What Tune reserves for a trial's own process.
+
+    A multi-worker trial only supervises (its Train workers hold the CPUs/GPUs), so it
+    reserves a token amount of memory; a 1-worker trial trains in that process and
+    reserves the worker's resources.
+    """
+    if spec.workers == 1:
+        gpus = spec.gpus_per_worker
+        return {"CPU": spec.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
+    return {"CPU": 0, "memory": 1}
+
+
+def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from sepconc.sweep.callbacks import MlflowSweepCallback, ProgressCallback
+    from sepconc.sweep.space import trial_count, tune_param_space
+
+    sched = spec.scheduler
+    scheduler = FIFOScheduler()
+    if sched["type"] == "asha":
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=sched["max_t"],
+                                  grace_period=sched["grace_period"],
+                                  reduction_factor=sched["reduction_factor"])  # fmt: skip
+    concurrent = spec.resources.get("max_concurrent_trials")
+    # Train retries multi-worker trials itself; a 1-worker trial runs in Tune's process: Tune retries.
+    in_process_retries = spec.max_retries if spec.workers == 1 else 0
+    callbacks = [
+        MlflowSweepCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
+                            spec.name, spec.base, spec.epochs, sched, spec.workers,
+                            spec.gpus_per_worker),
+        ProgressCallback(spec.metric, trial_count(spec), spec.epochs, sched),
+    ]  # fmt: skip
+    return tune.Tuner(
+        trainable,
+        param_space=tune_param_space(spec),
+        tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler,
+                                    num_samples=spec.samples, max_concurrent_trials=concurrent,
+                                    trial_dirname_creator=lambda t: t.trial_id),
+        run_config=tune.RunConfig(name=spec.name, storage_path=paths.under("tune"),
+                                  callbacks=callbacks, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=in_process_retries),
+                                  # 1-worker trials' checkpoints in Tune's storage: newest N too
+                                  checkpoint_config=tune.CheckpointConfig(
+                                      num_to_keep=spec.checkpoint["keep"])),
+    )  # fmt: skip
