@@ -28,6 +28,7 @@ NON_LINEARITIES = ("absolute", "softshrink", "relu")
 CLASSIFIERS = ("fc", "mlp")
 BACKENDS = ("torch", "torch_skcuda")
 PHASE_METHODS = ("auto", "fourier", "conv", "dense")
+KERNELS = ("auto", "fused", "reference")
 DEVICES = ("auto", "cpu", "cuda")
 
 # Per-block options: one value per block; a shorter list (a single value included) is
@@ -74,6 +75,8 @@ class ModelConfig:
     """Number of hidden layers of the mlp classifier."""
     phase_method: str = "auto"
     """Phase scattering path: auto (fastest) | fourier (oracle) | conv (13x13, <=1e-4) | dense (exact, n<=32)."""
+    kernels: str = "auto"
+    """Implementation of the block operations: auto (fused where measured faster) | fused | reference (stock PyTorch modules)."""
 
     @property
     def blocks(self) -> int:
@@ -266,6 +269,7 @@ class Config:
                 ("arch", m.arch, ARCHS), ("non_linearity", m.non_linearity, NON_LINEARITIES),
                 ("classifier_type", m.classifier_type, CLASSIFIERS),
                 ("backend", m.backend, BACKENDS), ("phase_method", m.phase_method, PHASE_METHODS),
+                ("kernels", m.kernels, KERNELS),
                 ("device", r.device, DEVICES), ("dataset", d.dataset, DATASETS),
             )
             if (problem := _choice_problem(name, value, choices))

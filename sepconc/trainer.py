@@ -174,7 +174,8 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
     train_batches = rank_batches(splits.train, per_rank, shuffle=True, **common)
     val_batches = rank_batches(splits.val, per_rank, shuffle=False, **common)
     if config.run.evaluate:
-        val = evaluate(model, val_batches, device, frontend_done=splits.val_cached)
+        with net.frontend_skipped(splits.val_cached):
+            val = evaluate(model, val_batches, device)
         metrics = {f"val_{k}": v for k, v in val.items()}
         log.info("evaluation: %s", _summary(metrics))
         return TrainResult(str(run_dir), start_epoch, False, metrics["val_acc1"], metrics)
@@ -193,12 +194,13 @@ def _train_worker(config: Config, hooks: Sequence[EpochHook]) -> TrainResult:
         train_batches.sampler.set_epoch(epoch)
         started = time.perf_counter()
         with progress.epoch(epoch + 1, config.optim.epochs, len(data.train)) as advance:
-            train_sums = train_epoch(model, net, optimizer, train_batches, config.optim.pars_beta,
-                                     epoch + 1, device, config.run.print_freq,
-                                     frontend_done=splits.train_cached,
-                                     progress=advance)  # fmt: skip
+            with net.frontend_skipped(splits.train_cached):
+                train_sums = train_epoch(model, net, optimizer, train_batches,
+                                         config.optim.pars_beta, epoch + 1, device,
+                                         config.run.print_freq, progress=advance)  # fmt: skip
         train_seconds = time.perf_counter() - started
-        val = evaluate(model, val_batches, device, frontend_done=splits.val_cached)
+        with net.frontend_skipped(splits.val_cached):
+            val = evaluate(model, val_batches, device)
         metrics = _epoch_metrics(epoch + 1, lr, train_sums, val, train_seconds, started, net)
         if world.is_main:
             metrics.update(weight_diagnostics(net))

@@ -25,7 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import sepconc.layers.frame as frame_module
+import sepconc.kernels.frame as frame_module
 from sepconc.frames import (
     flatten_atoms,
     parseval_step,
@@ -34,7 +34,8 @@ from sepconc.frames import (
     softshrink_threshold,
     target_atom_norm,
 )
-from sepconc.layers.frame import PointwiseReluFrame, TightFrame, rho
+from sepconc.kernels.frame import PointwiseReluFrame, relu_frame_reference
+from sepconc.layers.frame import TightFrame, rho
 
 DOUBLE = torch.float64
 
@@ -327,9 +328,9 @@ def test_pointwise_relu_frame_function_matches_autograd_and_gradchecks(
     as rows or transposed (channel-major, whose output stays transposed), and computed
     in one block of rows or in several (the last one shorter)."""
     if block_rows is not None:
-        monkeypatch.setattr(frame_module, "_MIN_BLOCK_ROWS", block_rows)
-        monkeypatch.setattr(frame_module, "_BLOCK_ELEMENTS", block_rows * 12)
-        assert len(frame_module._row_blocks(40, 12)) == 3
+        monkeypatch.setattr(frame_module, "MIN_BLOCK_ROWS", block_rows)
+        monkeypatch.setattr(frame_module, "ROW_BLOCK_ELEMENTS", block_rows * 12)
+        assert len(frame_module.row_blocks(40, 12)) == 3
     gen = torch.Generator().manual_seed(0)
     rows = torch.randn(40, 5, generator=gen, dtype=DOUBLE)
     if layout == "channel-major":
@@ -339,8 +340,7 @@ def test_pointwise_relu_frame_function_matches_autograd_and_gradchecks(
     lam = 0.1
 
     def reference(rows, w):
-        unit = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return F.relu(unit @ w.T - lam) @ w
+        return relu_frame_reference(rows, w, lam)
 
     grad = torch.randn(40, 5, generator=gen, dtype=DOUBLE)
     ours = PointwiseReluFrame.apply(rows, w, lam)

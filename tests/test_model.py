@@ -20,8 +20,19 @@ from torch import nn
 import sepconc
 from sepconc.config import Config, ModelConfig
 from sepconc.errors import UserError
-from sepconc.layers.projection import Projection, standardize_project
+from sepconc.kernels import common
+from sepconc.kernels.choose import KernelChoice
+from sepconc.kernels.projection import StandardizedProjection, standardize_project
+from sepconc.layers.projection import Projection
 from sepconc.model import build_model, expected_parameter_count, plan_model, tree_channels
+
+#: The two implementations every model test runs (kymatio's backend pattern).
+KERNEL_SETTINGS = ("reference", "fused")
+
+
+@pytest.fixture(params=KERNEL_SETTINGS)
+def kernels(request) -> str:
+    return request.param
 
 
 def trainable(net: nn.Module) -> int:
@@ -105,9 +116,9 @@ SHAPE_CASES = [
 
 
 @pytest.mark.parametrize("flat,shape,expected", SHAPE_CASES)
-def test_block_shapes_on_real_forward_passes(flat, shape, expected):
+def test_block_shapes_on_real_forward_passes(flat, shape, expected, kernels):
     torch.manual_seed(0)
-    config = model(**flat)
+    config = model(**flat, kernels=kernels)
     plans = plan_model(config, shape)
     assert [(p.out_channels, p.out_size) for p in plans] == expected
     net = build_model(config, shape, 10)
@@ -358,11 +369,12 @@ def test_build_model_from_a_full_config():
     "non_linearity,k,s",
     [("relu", 1, 1), ("softshrink", 1, 1), ("softshrink", 2, 1), ("relu", 2, 2)],
 )
-def test_block_gradcheck(non_linearity, k, s, mode):
+def test_block_gradcheck(non_linearity, k, s, mode, kernels):
     """Input and P gradients of a whole scatnetblockanalysis block, float64, with batch
     statistics (train) and with the running ones (eval)."""
     torch.manual_seed(0)
     config = model(
+        kernels=kernels,
         arch="scatnetblockanalysis",
         n_blocks=1,
         scat_angles=[2],
@@ -432,11 +444,9 @@ def _assert_same_running_statistics(norm: nn.BatchNorm2d, ref_norm: nn.BatchNorm
 
 
 def test_standardized_projection_gradcheck():
-    from sepconc.layers.projection import _StandardizedProjection
-
     cols = torch.randn(6, 20, dtype=torch.float64, requires_grad=True)
     p = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
-    fn = lambda c, w: _StandardizedProjection.apply(c, w, 1e-5, None, None, 0.0)  # noqa: E731
+    fn = lambda c, w: StandardizedProjection.apply(c, w, 1e-5, None, None, 0.0)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (cols, p), eps=1e-6, atol=1e-6)
 
 
@@ -470,9 +480,9 @@ class NaNGradient(torch.autograd.Function):
         return grad
 
 
-def test_nonfinite_gradients_at_block_inputs_are_zeroed_and_counted():
+def test_nonfinite_gradients_at_block_inputs_are_zeroed_and_counted(kernels):
     torch.manual_seed(2)
-    config = model(arch="scatnetblock", n_blocks=3, P_proj_size=[8, 16, 16], scat_angles=[2])
+    config = model(kernels=kernels, arch="scatnetblock", n_blocks=3, P_proj_size=[8, 16, 16], scat_angles=[2])
     net = build_model(config, (1, 16, 16), 10)
 
     def inject(module, args):  # block 2 (and 3) receive a tensor whose gradient turns NaN
@@ -500,16 +510,19 @@ def test_fused_phase_standardize_project_equals_the_plain_modules(layout, monkey
     (Fourier phase scattering, BatchNorm2d, Projection), input and weight gradients and
     running statistics, float64. An all-zero input channel checks the ReLUs' zero
     gradient at 0, where the fused backward reads its masks from the rectified rows."""
-    import sepconc.layers.projection as projection_module
-    from sepconc.layers.projection import phase_standardize_project
+    from sepconc.kernels.phase_projection import (
+        DensePhaseStandardizedProjection,
+        phase_standardize_project,
+        phase_standardize_project_reference,
+    )
     from sepconc.scattering import PhaseScattering2D
 
-    monkeypatch.setattr(projection_module, "_BLOCK_ELEMENTS", 2 * 9 * 3 * 16)  # 2 channels
-    assert len(projection_module._channel_blocks(5, 9 * 3 * 16)) == 3
+    monkeypatch.setattr(common, "CHANNEL_BLOCK_ELEMENTS", 2 * 9 * 3 * 16)  # 2 channels
+    assert len(common.channel_blocks(5, 9 * 3 * 16)) == 3
     torch.manual_seed(0)
     dense = PhaseScattering2D(8, 2, method="dense").double()
     fourier = PhaseScattering2D(8, 2, method="fourier").double()
-    norm, ref_norm = (nn.BatchNorm2d(45, affine=False).double() for _ in range(2))
+    norm, ref_norm, ref2_norm = (nn.BatchNorm2d(45, affine=False).double() for _ in range(3))
     proj = Projection(45, 6).double()
     for step in range(2):
         x = torch.randn(3, 5, 8, 8, dtype=torch.float64) + step
@@ -520,33 +533,38 @@ def test_fused_phase_standardize_project_equals_the_plain_modules(layout, monkey
         got = phase_standardize_project(x, dense.dense, norm, proj)
         want = proj(ref_norm(fourier(x)))
         _assert_same_step(got, want, (x, proj.weight), values_tol=1e-8)
+        reference = phase_standardize_project_reference(x, dense.dense, ref2_norm, proj)
+        assert reference.is_contiguous()
+        torch.testing.assert_close(reference, want, rtol=1e-8, atol=1e-8)
     _assert_same_running_statistics(norm, ref_norm)
+    _assert_same_running_statistics(ref2_norm, ref_norm)
     cm = torch.randn(3, 5, 8, 8, dtype=torch.float64, requires_grad=True)  # no kink at 0
     p = proj.weight.detach().reshape(6, 45).requires_grad_(True)
-    fn = lambda a, w: projection_module._DensePhaseStandardizedProjection.apply(  # noqa: E731
+    fn = lambda a, w: DensePhaseStandardizedProjection.apply(  # noqa: E731
         a, dense.dense, w, 1e-5, None, None, 0.0
     )
     assert torch.autograd.gradcheck(fn, (cm, p), eps=1e-6, atol=1e-6)
 
 
-def test_a_network_trains_the_same_with_the_fused_front_end(monkeypatch):
-    """A whole scatnetblockanalysis step (loss, every gradient) is the same whether its
-    dense-phase blocks take the fused path or the separate modules, float64."""
-    import sepconc.model as model_module
-
-    config = model(arch="scatnetblockanalysis", n_blocks=2, scat_angles=[2],
-                   P_proj_size=[6, 8], frame_width=[12, 16])  # fmt: skip
+def test_a_network_trains_the_same_with_fused_and_reference_kernels():
+    """A whole scatnetblockanalysis step (loss, every gradient, running statistics) is the
+    same with `kernels="fused"` (its dense-phase blocks fused with the standardization and
+    projection) and `kernels="reference"` (stock modules), float64."""
     x = torch.randn(4, 2, 8, 8, dtype=torch.float64)
     labels = torch.tensor([0, 1, 2, 1])
     results = []
-    for threshold in (0, 10**12):
-        monkeypatch.setattr(model_module, "FUSED_MIN_ELEMENTS", threshold)
+    for kernels in KERNEL_SETTINGS:
+        config = model(arch="scatnetblockanalysis", n_blocks=2, scat_angles=[2],
+                       P_proj_size=[6, 8], frame_width=[12, 16], kernels=kernels)  # fmt: skip
         torch.manual_seed(0)
         net = build_model(config, (2, 8, 8), 3).double()
-        assert net.blocks[0]._fuses_frontend(x, False) == (threshold == 0)
+        choice = net.blocks[0].kernels(x.device)
+        assert isinstance(choice, KernelChoice)
+        assert choice.fuses_frontend(4 * 18 * 16, True) == (kernels == "fused")
         loss = nn.functional.cross_entropy(net(x), labels)
-        results.append((loss, torch.autograd.grad(loss, list(net.parameters()))))
-    (loss_a, grads_a), (loss_b, grads_b) = results
+        grads = torch.autograd.grad(loss, list(net.parameters()))
+        results.append((loss, grads, [b.standardize.running_var.clone() for b in net.blocks]))
+    (loss_a, grads_a, var_a), (loss_b, grads_b, var_b) = results
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-10, atol=1e-12)
-    for a, b in zip(grads_a, grads_b):
+    for a, b in zip(grads_a + tuple(var_a), grads_b + tuple(var_b)):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)

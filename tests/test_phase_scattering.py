@@ -157,9 +157,9 @@ def test_no_parameters_and_buffers_follow_dtype() -> None:
 
 
 def test_auto_rule() -> None:
-    assert PhaseScattering2D(16).resolved_method() == "dense"
-    assert PhaseScattering2D(32).resolved_method() == "conv"
-    assert PhaseScattering2D(16, method="fourier").resolved_method() == "fourier"
+    assert PhaseScattering2D(16).resolved_method == "dense"
+    assert PhaseScattering2D(32).resolved_method == "conv"
+    assert PhaseScattering2D(16, method="fourier").resolved_method == "fourier"
     assert PhaseScattering2D(32).dense is None
 
 

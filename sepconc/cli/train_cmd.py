@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from sepconc.config import ARCHS, CLASSIFIERS, DEVICES, NON_LINEARITIES, PHASE_METHODS
+from sepconc.config import ARCHS, CLASSIFIERS, DEVICES, KERNELS, NON_LINEARITIES, PHASE_METHODS
 from sepconc.errors import clean_reason
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,8 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, help="cpu | cuda | auto (default)")
     p.add_argument("--download", action="store_true", help="allow downloading mnist/cifar")
     p.add_argument("--phase-method", choices=PHASE_METHODS, help="phase scattering path")
+    p.add_argument("--kernels", choices=KERNELS,
+                   help="block operations: auto (fused where faster) | fused | reference")  # fmt: skip
     p.add_argument("--stats-every", type=int, help="class statistics every N epochs (0: never)")
     p.add_argument("--checkpoint-keep", type=int, help="checkpoints kept (default: 2)")
     p.add_argument(
