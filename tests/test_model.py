@@ -482,7 +482,9 @@ class NaNGradient(torch.autograd.Function):
 
 def test_nonfinite_gradients_at_block_inputs_are_zeroed_and_counted(kernels):
     torch.manual_seed(2)
-    config = model(kernels=kernels, arch="scatnetblock", n_blocks=3, P_proj_size=[8, 16, 16], scat_angles=[2])
+    config = model(
+        kernels=kernels, arch="scatnetblock", n_blocks=3, P_proj_size=[8, 16, 16], scat_angles=[2]
+    )
     net = build_model(config, (1, 16, 16), 10)
 
     def inject(module, args):  # block 2 (and 3) receive a tensor whose gradient turns NaN

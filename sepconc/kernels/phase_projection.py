@@ -27,7 +27,7 @@ from .common import (
     update_running_stats,
 )
 from .phase_dense import dense_input_gradient, dense_linear, phase_dense_reference
-from .projection import standardized_projection_grads, standardize_project_reference
+from .projection import standardize_project_reference, standardized_projection_grads
 
 
 def phase_standardize_project_reference(
