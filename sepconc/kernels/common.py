@@ -5,13 +5,20 @@
   the in-place `rectify_into`, and the two ways of folding its gradient back;
 - `relu_backward_`: ReLU's gradient mask in place (the one use of a private ATen overload);
 - batch statistics: `row_var_mean`, `update_running_stats`, `count_batch`;
-- `channel_blocks`: cache-sized blocks of input channels.
+- `channel_blocks`: cache-sized blocks of input channels;
+- `AUTOCAST_FORWARD` / `AUTOCAST_BACKWARD`: the fused Functions' autocast rule.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+#: Under CUDA autocast (bf16/fp16) the fused Functions run in float32: their inputs are
+#: cast and autocast is off inside (their in-place accumulations mix no dtypes). The
+#: reference path autocasts op by op. No effect without autocast.
+AUTOCAST_FORWARD = torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+AUTOCAST_BACKWARD = torch.amp.custom_bwd(device_type="cuda")
 
 
 def rectify(z: torch.Tensor, B: int, C: int, L: int) -> torch.Tensor:

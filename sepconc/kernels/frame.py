@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import relu_backward_
+from .common import AUTOCAST_BACKWARD, AUTOCAST_FORWARD, relu_backward_
 
 
 def rho(z: torch.Tensor, non_linearity: str, threshold: float) -> torch.Tensor:
@@ -74,6 +74,7 @@ class PointwiseReluFrame(torch.autograd.Function):
     """
 
     @staticmethod
+    @AUTOCAST_FORWARD
     def forward(ctx, rows, w, threshold):
         norms = _row_norms(rows)
         unit = rows / norms
@@ -88,6 +89,7 @@ class PointwiseReluFrame(torch.autograd.Function):
         return out
 
     @staticmethod
+    @AUTOCAST_BACKWARD
     def backward(ctx, grad):
         norms, unit, w, coeffs = ctx.saved_tensors
         grad_w = coeffs.T @ grad

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import fold_gradient_into, rectify, rectify_into
+from .common import AUTOCAST_BACKWARD, AUTOCAST_FORWARD, fold_gradient_into, rectify, rectify_into
 
 
 def _check(x: torch.Tensor) -> None:
@@ -48,6 +48,7 @@ class DenseRectified(torch.autograd.Function):
     """
 
     @staticmethod
+    @AUTOCAST_FORWARD
     def forward(ctx, x, operator):
         z = dense_linear(x, operator)
         C, B, lin, m = z.shape
@@ -57,6 +58,7 @@ class DenseRectified(torch.autograd.Function):
         return out.view(-1, B, h, h).transpose(0, 1)
 
     @staticmethod
+    @AUTOCAST_BACKWARD
     def backward(ctx, grad):
         z, operator = ctx.saved_tensors
         C, B, lin, m = z.shape

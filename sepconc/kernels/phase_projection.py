@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from .common import (
+    AUTOCAST_BACKWARD,
+    AUTOCAST_FORWARD,
     channel_blocks,
     count_batch,
     fold_rectified_gradient_into,
@@ -63,6 +65,7 @@ class DensePhaseStandardizedProjection(torch.autograd.Function):
     """
 
     @staticmethod
+    @AUTOCAST_FORWARD
     def forward(ctx, x, operator, p, eps, running_mean, running_var, momentum):
         z = dense_linear(x, operator)
         C, B, lin, m = z.shape
@@ -82,6 +85,7 @@ class DensePhaseStandardizedProjection(torch.autograd.Function):
         return y
 
     @staticmethod
+    @AUTOCAST_BACKWARD
     def backward(ctx, grad):
         z, operator, p, mean, inv_std = ctx.saved_tensors
         C, B, lin, m = z.shape

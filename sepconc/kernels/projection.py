@@ -12,7 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import count_batch, row_var_mean, update_running_stats
+from .common import (
+    AUTOCAST_BACKWARD,
+    AUTOCAST_FORWARD,
+    count_batch,
+    row_var_mean,
+    update_running_stats,
+)
 
 
 def standardize_project_reference(x: torch.Tensor, norm: nn.Module, projection: nn.Module):
@@ -55,6 +61,7 @@ class StandardizedProjection(torch.autograd.Function):
     """
 
     @staticmethod
+    @AUTOCAST_FORWARD
     def forward(ctx, cols, p, eps, running_mean, running_var, momentum):
         var, mean = row_var_mean(cols)
         inv_std = (var + eps).rsqrt()
@@ -64,6 +71,7 @@ class StandardizedProjection(torch.autograd.Function):
         return y
 
     @staticmethod
+    @AUTOCAST_BACKWARD
     def backward(ctx, grad):
         cols, p, mean, inv_std = ctx.saved_tensors
         sums = grad.sum(1)
