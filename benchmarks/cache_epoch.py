@@ -2,7 +2,7 @@
 
 Times, in one run: the one-time cache build (Kymatio's order-2 scattering of the whole
 train split into `sepconc.cache`), one epoch recomputing the scattering every batch
-(`--no-cache`), one epoch on the memory-mapped cached features (`frontend_done=True`),
+(`--no-cache`), one epoch on the memory-mapped cached features (inside `net.frontend_skipped()`),
 their ratio, and checks that both epochs give the same losses and weights (same seed,
 same batches). Data: scikit-learn `digits` at 28x28 (1437 train images), or with
 `--images N` N random MNIST-shaped 1x28x28 images.
@@ -34,15 +34,15 @@ FLAT = {"dataset": "digits", "arch": "scatnet", "scattering_J": 3, "P_proj_size"
         "scat_angles": [8], "lr": 0.01}  # fmt: skip
 
 
-def one_epoch(net, dataset, batch: int, frontend_done: bool) -> tuple[float, dict]:
+def one_epoch(net, dataset, batch: int, skip_frontend: bool) -> tuple[float, dict]:
     """Seconds of one shuffled epoch (seed 0) of `sepconc.loop.train_epoch`, and its sums."""
     optimizer = build_optimizer(net, 0.01, 0.9, 1e-4)
     batches = rank_batches(dataset, batch, 1, 0, shuffle=True, seed=0, workers=0)
     batches.sampler.set_epoch(0)
     torch.manual_seed(0)
     started = time.perf_counter()
-    sums = train_epoch(net, net, optimizer, batches, 5e-4, 1, torch.device("cpu"), 10**9,
-                       frontend_done=frontend_done)  # fmt: skip
+    with net.frontend_skipped(skip_frontend):
+        sums = train_epoch(net, net, optimizer, batches, 5e-4, 1, torch.device("cpu"), 10**9)
     return time.perf_counter() - started, sums
 
 
@@ -79,10 +79,10 @@ def main() -> None:
         print(f"cache build (one time): {built.seconds:8.2f} s   {tuple(features.shape)} "
               f"float32 = {size_mib:.1f} MiB; reopening it: {reused.seconds * 1000:.1f} ms")  # fmt: skip
 
-        plain_s, plain = one_epoch(net, train, args.batch, frontend_done=False)
+        plain_s, plain = one_epoch(net, train, args.batch, skip_frontend=False)
         plain_state = copy.deepcopy(net.state_dict())
         net.load_state_dict(start_state)
-        cached_s, fast = one_epoch(net, cached, args.batch, frontend_done=True)
+        cached_s, fast = one_epoch(net, cached, args.batch, skip_frontend=True)
 
     n = len(train)
     print(f"epoch without cache:    {plain_s:8.2f} s   {n / plain_s:8.1f} img/s")

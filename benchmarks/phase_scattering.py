@@ -73,7 +73,7 @@ def main() -> None:
                 line += f" {f * 1e3:>6.1f}/{b * 1e3:>6.1f}"
             else:
                 line += f"  {f * 1e3:>6.1f}/{b * 1e3:>6.1f} {f0 / f:>5.1f}/{b0 / b:>5.1f} {err[m]:>8.1e}"
-        print(line + f"   (auto = {mods['auto'].resolved_method(x.device)})")
+        print(line + f"   (auto = {mods['auto'].resolved_method})")
     line = f"{'sum':>9} "
     for m in METHODS:
         f, b = tot[m]

@@ -12,10 +12,13 @@ command lines):
     cifar10-sba-relu      scatnetblockanalysis, 4 blocks, P 64..512, widths 1024..8192, relu
 
     python benchmarks/train_step.py [--batch 128] [--threads 2] [--warmup 2] [--steps 5]
-        [--phase-method auto|fourier|conv | --compare] [--only NAME ...]
+        [--phase-method auto|fourier|conv | --compare] [--kernels auto|fused|reference]
+        [--only NAME ...]
 
 `--compare` times every model with phase scattering twice, `fourier` then `auto`, and
 prints the speed-up of `auto` (the other models have no phase scattering and run once).
+`--kernels` (default auto) is the model's `kernels` setting for every run
+(`sepconc.kernels.choose`): `--kernels reference` times the stock-PyTorch path.
 """
 
 from __future__ import annotations
@@ -71,9 +74,14 @@ MODELS = {
 PHASE_ARCHS = ("scatnetblock", "scatnetblockanalysis")
 
 
-def images_per_second(flat: dict, phase_method: str, batch: int, warmup: int, steps: int):
+def images_per_second(
+    flat: dict, phase_method: str, batch: int, warmup: int, steps: int, kernels: str = "auto"
+):
     """Build the model, run `warmup` then `steps` training steps; (images/s, seconds/step)."""
-    config = Config.from_flat({**flat, "phase_method": phase_method, "batch_size": batch})
+    options = {"phase_method": phase_method, "batch_size": batch}
+    if kernels != "auto":  # the setting exists from this version on; auto is the old default
+        options["kernels"] = kernels
+    config = Config.from_flat({**flat, **options})
     torch.manual_seed(0)
     net = build_model(config)
     shape, classes = net.plans[0], net.classifier
@@ -113,13 +121,16 @@ def main() -> None:
         action="store_true",
         help="time phase-scattering models with fourier and auto; print the ratio",
     )
+    parser.add_argument("--kernels", choices=("auto", "fused", "reference"), default="auto",
+                        help="the models' kernels setting (default auto)")  # fmt: skip
     parser.add_argument("--only", nargs="+", choices=list(MODELS), help="models to run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.only or list(MODELS)
     print(
         f"CPU, {args.threads} threads, batch {args.batch}, float32, {args.warmup} warm-up + "
-        f"{args.steps} timed steps (forward, loss, backward, SGD, Parseval)"
+        f"{args.steps} timed steps (forward, loss, backward, SGD, Parseval), "
+        f"kernels {args.kernels}"
     )
     if args.compare:
         print(f"{'model':<22} {'fourier img/s':>14} {'auto img/s':>11} {'auto/fourier':>13}")
@@ -132,7 +143,7 @@ def main() -> None:
             timed = {}
             for method in ("fourier", "auto") if has_phase else ("auto",):
                 timed[method], _ = images_per_second(
-                    flat, method, args.batch, args.warmup, args.steps
+                    flat, method, args.batch, args.warmup, args.steps, args.kernels
                 )
             if has_phase:
                 ratio = timed["auto"] / timed["fourier"]
@@ -143,7 +154,7 @@ def main() -> None:
                 print(f"{name:<22} {'-':>14} {timed['auto']:>11.1f} {'(no phase)':>13}")
         else:
             rate, seconds = images_per_second(
-                flat, args.phase_method, args.batch, args.warmup, args.steps
+                flat, args.phase_method, args.batch, args.warmup, args.steps, args.kernels
             )
             method = args.phase_method if has_phase else "-"
             print(f"{name:<22} {method:>8} {rate:>9.1f} {seconds:>8.3f}", flush=True)

@@ -10,7 +10,7 @@ of `BUILD_BATCH` on the run's device, into
     <cache_dir>/<key>.json   the key's fields, shape, build time, builder pid/host
     <cache_dir>/<key>.lock   a `filelock.FileLock` serializing the build
 
-and train on `np.load(..., mmap_mode="r")` with `frontend_done=True` (labels are
+and train on `np.load(..., mmap_mode="r")` inside `SepConcNet.frontend_skipped()` (labels are
 the split's own). `key = sha256(json(fields))` over: `CACHE_VERSION`, the data set
 name, the split, a sha256 of the stored images (or of the file list, sizes and
 mtimes for file-backed sets), the transform's parameters, the front-end's type
@@ -123,7 +123,7 @@ def frontend_fields(frontend: nn.Module, device: torch.device | None = None) -> 
                 "shape": list(frontend.shape), "backend": frontend.backend, "max_order": 2}  # fmt: skip
     if isinstance(frontend, PhaseScattering2D):
         return {"type": "PhaseScattering2D", "n": frontend.n, "L": frontend.L,
-                "method": frontend.resolved_method(device),
+                "method": frontend.resolved_method,
                 "kernel_size": frontend.kernel_size}  # fmt: skip
     return None
 

@@ -95,7 +95,6 @@ def train_epoch(
     epoch: int,
     device: torch.device,
     print_freq: int = 100,
-    frontend_done: bool = False,
     progress=None,
 ) -> dict[str, float]:
     """One pass over `batches`. `model` may be DDP-wrapped; `net` is the bare module.
@@ -115,7 +114,7 @@ def train_epoch(
     for step, (images, target) in enumerate(batches, 1):
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
-        logits = model(images, frontend_done=frontend_done)
+        logits = model(images)
         losses = F.cross_entropy(logits, target, reduction="none")
         loss = losses.mean()
         optimizer.zero_grad(set_to_none=True)
@@ -149,9 +148,7 @@ def _check_finite(loss: torch.Tensor | float, epoch: int, step: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, batches: Iterator, device: torch.device, frontend_done: bool = False
-) -> dict[str, float]:
+def evaluate(model: nn.Module, batches: Iterator, device: torch.device) -> dict[str, float]:
     """Loss and top-1/top-5 over every rank's `batches` (the exact global means; NaN with
     no sample at all). `model` may be DDP-wrapped: the bare module is run, with rank 0's
     buffers. Every rank enters the same collectives, whatever its shard holds (even none).
@@ -162,6 +159,6 @@ def evaluate(
     sums = EpochSums.zeros(device)
     for images, target in batches:
         images, target = images.to(device), target.to(device)
-        logits = net(images, frontend_done=frontend_done)
+        logits = net(images)
         sums.add(F.cross_entropy(logits, target, reduction="none"), logits, target)
     return sums.reduce()

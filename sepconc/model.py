@@ -9,9 +9,12 @@ optional tight frame `A`; blocks are chained and the last feeds the classifier.
 | scatnetblock | phase scattering | yes | - | n_blocks |
 | scatnetblockanalysis | phase scattering | yes | yes | n_blocks |
 
-Activations between the front-end and the classifier are stored channel-major (a
-`(B, C, n, n)` view of `(C, B, n, n)` storage; `sepconc.layers.projection` explains why):
-callers see ordinary shapes and values, and `.contiguous()` gives the usual layout.
+Which implementation of each block's operations runs is chosen by
+`sepconc.kernels.choose.choose_kernels` from the block's plan, `ModelConfig.kernels` and
+the device. Layout: every block (and so `SepConcNet.features`) returns channel-major
+tensors with the fused kernels and contiguous ones with the reference kernels
+(`Block.output_layout`; `sepconc.kernels.layout` explains the trick): callers see
+ordinary shapes and values either way, and `.reshape`/`.contiguous()` work on both.
 
 `plan_model` computes every block's channel counts and sizes without building
 anything and refuses impossible configurations; `build_model` builds the
@@ -20,6 +23,8 @@ single-device `nn.Module` (the trainer applies DDP from outside).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -27,15 +32,13 @@ from torch import nn
 
 from sepconc.config import Config, ModelConfig
 from sepconc.errors import UserError
+from sepconc.kernels.choose import KernelChoice, choose_kernels
+from sepconc.kernels.layout import to_layout
+from sepconc.kernels.phase_projection import phase_standardize_project
+from sepconc.kernels.projection import standardize_project
 from sepconc.layers.classifier import Classifier
 from sepconc.layers.frame import TightFrame
-from sepconc.layers.projection import (
-    FUSED_MIN_ELEMENTS,
-    Projection,
-    normalize_positions,
-    phase_standardize_project,
-    standardize_project,
-)
+from sepconc.layers.projection import Projection, normalize_positions
 
 
 @dataclass(frozen=True)
@@ -162,11 +165,16 @@ def expected_parameter_count(model: ModelConfig, image_shape: tuple, classes: in
 
 
 class Block(nn.Module):
-    """One block: front-end, standardization, projection, normalization, optional frame."""
+    """One block: front-end, standardization, projection, normalization, optional frame.
+
+    `x: (B, C, n, n) -> (B, C', n', n')` in `output_layout(device)`. The implementation of
+    each operation is `kernels(device)` (`sepconc.kernels.choose.choose_kernels`).
+    """
 
     def __init__(self, plan: BlockPlan, model: ModelConfig):
         super().__init__()
         self.plan = plan
+        self.config = model
         self.frontend = _build_frontend(plan, model)
         has_p = plan.proj_size is not None
         self.standardize = nn.BatchNorm2d(plan.frontend_channels, affine=False) if has_p else None
@@ -176,40 +184,35 @@ class Block(nn.Module):
         self.frame = None
         if plan.frame_width is not None:
             self.frame = TightFrame(plan.out_channels, plan.frame_width, plan.frame_kernel,
-                                    plan.frame_stride, model.non_linearity, model.zero_bias)  # fmt: skip
+                                    plan.frame_stride, model.non_linearity, model.zero_bias,
+                                    kernels=model.kernels)  # fmt: skip
 
-    def forward(self, x: torch.Tensor, frontend_done: bool = False) -> torch.Tensor:
-        """`x: (B, C, n, n)` (or the front-end's output when `frontend_done`)."""
-        if self._fuses_frontend(x, frontend_done):
+    def kernels(self, device: torch.device | str) -> KernelChoice:
+        """The implementation this block runs on `device`."""
+        return choose_kernels(self.plan, self.config, device)
+
+    def output_layout(self, device: torch.device | str) -> str:
+        """The layout `forward` returns on `device` (`sepconc.kernels.layout`)."""
+        return self.kernels(device).layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x: (B, C, n, n)`, or the front-end's output inside `SepConcNet.frontend_skipped`."""
+        choice = self.kernels(x.device)
+        outputs = self.plan.frontend_channels * self.plan.frontend_size**2 * x.shape[0]
+        phase = getattr(self.frontend, "dense", None) is not None  # not skipped (Identity)
+        if phase and choice.fuses_frontend(outputs, self.standardize.training):
             self.frontend.check_input(x)
             x = phase_standardize_project(x, self.frontend.dense, self.standardize,
                                           self.projection)  # fmt: skip
         else:
-            if not frontend_done:
-                x = self.frontend(x)
-            if self.projection is not None:
-                if self.projection.kernel_size == 1:
-                    x = standardize_project(x, self.standardize, self.projection)
-                else:
-                    x = self.projection(self.standardize(x))
-        if self.frame is not None:
-            return self.frame(x)  # normalizes its patches itself
-        return normalize_positions(x)
-
-    def _fuses_frontend(self, x: torch.Tensor, frontend_done: bool) -> bool:
-        """Whether a training step runs the front-end, standardization and 1x1 projection
-        as one operation (`phase_standardize_project`): dense phase scattering whose output
-        is large enough to gain from it (`FUSED_MIN_ELEMENTS`)."""
-        outputs = self.plan.frontend_channels * self.plan.frontend_size**2 * x.shape[0]
-        return (
-            not frontend_done
-            and outputs >= FUSED_MIN_ELEMENTS
-            and self.projection is not None
-            and self.projection.kernel_size == 1
-            and self.standardize.training
-            and getattr(self.frontend, "dense", None) is not None
-            and self.frontend.resolved_method(x.device) == "dense"
-        )
+            x = self.frontend(x)
+            if self.projection is not None and choice.fused_projection:
+                x = standardize_project(x, self.standardize, self.projection)
+            elif self.projection is not None:
+                x = self.projection(self.standardize(x))
+        # the frame normalizes its patches itself
+        x = self.frame(x) if self.frame is not None else normalize_positions(x)
+        return to_layout(x, choice.layout)
 
 
 def _build_frontend(plan: BlockPlan, model: ModelConfig) -> nn.Module:
@@ -221,7 +224,7 @@ def _build_frontend(plan: BlockPlan, model: ModelConfig) -> nn.Module:
         return ScatteringTree(model.scattering_J, (plan.in_size, plan.in_size), L=plan.angles,
                               backend=model.backend)  # fmt: skip
     return PhaseScattering2D((plan.in_size, plan.in_size), L=plan.angles,
-                             method=model.phase_method)  # fmt: skip
+                             method=model.phase_method, kernels=model.kernels)  # fmt: skip
 
 
 class SepConcNet(nn.Module):
@@ -244,18 +247,32 @@ class SepConcNet(nn.Module):
                                      model.nb_l_mlp)  # fmt: skip
         self.nonfinite_grads = torch.zeros((), dtype=torch.long)
 
-    def features(self, x: torch.Tensor, frontend_done: bool = False) -> list[torch.Tensor]:
-        """Outputs of every block (the first block's front-end skipped when `frontend_done`)."""
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of every block, each in `self.blocks[i].output_layout(x.device)`."""
         outputs = []
         for i, block in enumerate(self.blocks):
             if i > 0 and x.requires_grad:
                 x.register_hook(self._zero_nonfinite)
-            x = block(x, frontend_done=frontend_done and i == 0)
+            x = block(x)
             outputs.append(x)
         return outputs
 
-    def forward(self, x: torch.Tensor, frontend_done: bool = False) -> torch.Tensor:
-        return self.classifier(self.features(x, frontend_done)[-1])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x)[-1])
+
+    @contextmanager
+    def frontend_skipped(self, skip: bool = True) -> Iterator[SepConcNet]:
+        """Inside, the first block's front-end is `nn.Identity()`: the input is the cached
+        front-end output `(B, C K, n', n')` (`sepconc.cache`). Restored on exit (also on an
+        error). `skip=False` changes nothing, so callers can pass their cache flag."""
+        block = self.blocks[0]
+        saved = block.frontend
+        if skip:
+            block.frontend = nn.Identity()
+        try:
+            yield self
+        finally:
+            block.frontend = saved
 
     def _zero_nonfinite(self, grad: torch.Tensor) -> torch.Tensor:
         bad = ~torch.isfinite(grad)

@@ -173,7 +173,7 @@ class _Linear(nn.Linear):
     def tight_parameters(self):
         return []
 
-    def forward(self, x, frontend_done=False):
+    def forward(self, x):
         return super().forward(x)
 
 

@@ -25,7 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import sepconc.layers.frame as frame_module
+import sepconc.kernels.frame as frame_module
 from sepconc.frames import (
     flatten_atoms,
     parseval_step,
@@ -34,9 +34,16 @@ from sepconc.frames import (
     softshrink_threshold,
     target_atom_norm,
 )
-from sepconc.layers.frame import PointwiseReluFrame, TightFrame, rho
+from sepconc.kernels.frame import PointwiseReluFrame, relu_frame_reference
+from sepconc.layers.frame import TightFrame, rho
 
 DOUBLE = torch.float64
+
+
+@pytest.fixture(params=("reference", "fused"))
+def kernels(request) -> str:
+    """Every operator test runs both implementations (`sepconc.kernels.choose`)."""
+    return request.param
 
 
 def small_gram_eigs(w: torch.Tensor) -> torch.Tensor:
@@ -65,11 +72,12 @@ def frame_with(
     k: int = 1,
     stride: int = 1,
     channels: int | None = None,
+    kernels: str = "auto",
 ) -> TightFrame:
     """A float64 TightFrame whose atoms are the rows of `weight` (width, C k^2)."""
     width, d = weight.shape
     channels = channels or d // (k * k)
-    frame = TightFrame(channels, width, k, stride, non_linearity, zero_bias).double()
+    frame = TightFrame(channels, width, k, stride, non_linearity, zero_bias, kernels).double()
     with torch.no_grad():
         frame.weight.copy_(weight.reshape(width, channels, k, k))
     return frame
@@ -149,8 +157,8 @@ def test_reset_atom_norms():
 
 
 @pytest.mark.parametrize("channels,width,k", [(4, 32, 1), (2, 8, 2), (16, 8, 1)])
-def test_tight_frame_resets_atom_norms_at_forward(channels, width, k):
-    frame = TightFrame(channels, width, k, k, "relu")
+def test_tight_frame_resets_atom_norms_at_forward(channels, width, k, kernels):
+    frame = TightFrame(channels, width, k, k, "relu", kernels=kernels)
     d = channels * k * k
     target = target_atom_norm(width, d)
     assert frame.atom_norm == pytest.approx(target)
@@ -198,7 +206,7 @@ def test_rho_definitions():
 # ------------------------------------------------------------------ the operator A, k = 1
 
 
-def test_operator_matches_the_definition_k1():
+def test_operator_matches_the_definition_k1(kernels):
     """A x = G^T rho(G x^) for each non-linearity, on a frame set by hand."""
     d, width = 6, 24
     g = union_of_bases(d, 4, seed=4)
@@ -208,60 +216,62 @@ def test_operator_matches_the_definition_k1():
         ("softshrink", lambda z: F.softshrink(z, 1.5 / math.sqrt(width))),
         ("absolute", torch.abs),
     ]:
-        frame = frame_with(g, name)
+        frame = frame_with(g, name, kernels=kernels)
         y = frame(x)
         assert y.shape == x.shape
         torch.testing.assert_close(y, apply_frame_1x1(g, x, fn))
         torch.testing.assert_close(frame.weight.detach().reshape(width, d), g)  # already tight
 
 
-def test_relu_on_a_tight_frame_reconstructs():
+def test_relu_on_a_tight_frame_reconstructs(kernels):
     """`A(x) - A(-x) = G^T (relu(G x^) - relu(-G x^)) = G^T G x^ = x^` for zero bias."""
     d = 5
     g = union_of_bases(d, 3, seed=5)
     x = torch.randn(2, d, 4, 4, dtype=DOUBLE)
-    frame = frame_with(g, "relu", zero_bias=True)
+    frame = frame_with(g, "relu", zero_bias=True, kernels=kernels)
     torch.testing.assert_close(frame(x) - frame(-x), normalized(x))
     # with the bias lambda, the difference is soft-thresholding of the coefficients
-    biased = frame_with(g, "relu")
+    biased = frame_with(g, "relu", kernels=kernels)
     lam = 1 / math.sqrt(15)
     expected = apply_frame_1x1(g, x, lambda z: F.softshrink(z, lam))
     torch.testing.assert_close(biased(x) - biased(-x), expected)
 
 
-def test_sign_invariant_frame():
+def test_sign_invariant_frame(kernels):
     """On `[F; -F] / sqrt 2` (F orthogonal): relu with zero bias gives x^ / 2, |.| gives 0."""
     d = 4
     f = orthogonal(d, seed=6)
     g = torch.cat([f, -f]) / math.sqrt(2)
     x = torch.randn(3, d, 3, 3, dtype=DOUBLE)
-    torch.testing.assert_close(frame_with(g, "relu", zero_bias=True)(x), normalized(x) / 2)
-    torch.testing.assert_close(frame_with(g, "absolute")(x), torch.zeros_like(x))
+    torch.testing.assert_close(
+        frame_with(g, "relu", zero_bias=True, kernels=kernels)(x), normalized(x) / 2
+    )
+    torch.testing.assert_close(frame_with(g, "absolute", kernels=kernels)(x), torch.zeros_like(x))
 
 
-def test_softshrink_concentrates():
+def test_softshrink_concentrates(kernels):
     """||A x|| <= ||x^|| = 1 per position (G^T is a contraction, soft-thresholding shrinks)."""
     g = union_of_bases(8, 4, seed=7)
     x = torch.randn(4, 8, 6, 6, dtype=DOUBLE)
-    y = frame_with(g, "softshrink")(x)
+    y = frame_with(g, "softshrink", kernels=kernels)(x)
     norms = y.norm(dim=1)
     assert torch.all(norms <= 1 + 1e-12)
     assert norms.mean() < 0.99  # and it does shrink something
     # an odd operator: A(-x) = -A(x)
-    torch.testing.assert_close(frame_with(g, "softshrink")(-x), -y)
+    torch.testing.assert_close(frame_with(g, "softshrink", kernels=kernels)(-x), -y)
 
 
-def test_two_forwards_before_backward():
+def test_two_forwards_before_backward(kernels):
     """The atom-norm reset must not invalidate a graph built by an earlier forward."""
-    frame = TightFrame(3, 12, 1, 1, "relu")
+    frame = TightFrame(3, 12, 1, 1, "relu", kernels=kernels)
     x = torch.randn(2, 3, 4, 4, requires_grad=True)
     (frame(x) - frame(-x)).square().sum().backward()
     assert torch.isfinite(frame.weight.grad).all() and torch.isfinite(x.grad).all()
 
 
-def test_operator_default_init_is_sane():
+def test_operator_default_init_is_sane(kernels):
     """Fresh module (orthogonal init, atoms at target norm): shape kept, output bounded."""
-    frame = TightFrame(3, 12, 1, 1, "relu")
+    frame = TightFrame(3, 12, 1, 1, "relu", kernels=kernels)
     x = torch.randn(2, 3, 7, 7)
     y = frame(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
@@ -283,12 +293,14 @@ def patch_average(x: torch.Tensor, k: int, s: int, fn) -> torch.Tensor:
 @pytest.mark.parametrize(
     "channels,n,k,s", [(2, 8, 4, 2), (1, 9, 3, 3), (3, 7, 3, 1), (1, 28, 14, 7)]
 )
-def test_identity_frame_on_patches_averages_normalized_patches(channels, n, k, s):
+def test_identity_frame_on_patches_averages_normalized_patches(channels, n, k, s, kernels):
     d = channels * k * k
     eye = torch.eye(d, dtype=DOUBLE)
     x = torch.randn(2, channels, n, n, dtype=DOUBLE)
-    relu0 = frame_with(eye, "relu", zero_bias=True, k=k, stride=s, channels=channels)
-    absolute = frame_with(eye, "absolute", k=k, stride=s, channels=channels)
+    relu0 = frame_with(
+        eye, "relu", zero_bias=True, k=k, stride=s, channels=channels, kernels=kernels
+    )
+    absolute = frame_with(eye, "absolute", k=k, stride=s, channels=channels, kernels=kernels)
     y = relu0(x)
     assert y.shape == x.shape
     torch.testing.assert_close(y, patch_average(x, k, s, lambda c: c.clamp_min(0)))
@@ -298,21 +310,21 @@ def test_identity_frame_on_patches_averages_normalized_patches(channels, n, k, s
     torch.testing.assert_close(absolute(pos), patch_average(pos, k, s, lambda c: c))
 
 
-def test_patch_count_normalization():
+def test_patch_count_normalization(kernels):
     """With stride < k, a pixel is covered by 1, 2 or 4 patches; the average divides by that."""
-    frame = TightFrame(1, 4, 2, 1, "absolute").double()
+    frame = TightFrame(1, 4, 2, 1, "absolute", kernels=kernels).double()
     with torch.no_grad():
         frame.weight.copy_(torch.eye(4, dtype=DOUBLE).reshape(4, 1, 2, 2))
     x = torch.ones(1, 1, 3, 3, dtype=DOUBLE)  # each 2x2 patch normalizes to 1/2 everywhere
     torch.testing.assert_close(frame(x), torch.full_like(x, 0.5))
 
 
-def test_patch_frame_reconstructs_with_a_tight_frame():
+def test_patch_frame_reconstructs_with_a_tight_frame(kernels):
     """k = s (no overlap), tight G on patches: A(x) - A(-x) = the normalized patches, in place."""
     channels, k, n = 2, 2, 6
     d = channels * k * k
     g = union_of_bases(d, 2, seed=8)
-    frame = frame_with(g, "relu", zero_bias=True, k=k, stride=k, channels=channels)
+    frame = frame_with(g, "relu", zero_bias=True, k=k, stride=k, channels=channels, kernels=kernels)
     x = torch.randn(2, channels, n, n, dtype=DOUBLE)
     torch.testing.assert_close(frame(x) - frame(-x), patch_average(x, k, k, lambda c: c))
 
@@ -327,9 +339,9 @@ def test_pointwise_relu_frame_function_matches_autograd_and_gradchecks(
     as rows or transposed (channel-major, whose output stays transposed), and computed
     in one block of rows or in several (the last one shorter)."""
     if block_rows is not None:
-        monkeypatch.setattr(frame_module, "_MIN_BLOCK_ROWS", block_rows)
-        monkeypatch.setattr(frame_module, "_BLOCK_ELEMENTS", block_rows * 12)
-        assert len(frame_module._row_blocks(40, 12)) == 3
+        monkeypatch.setattr(frame_module, "MIN_BLOCK_ROWS", block_rows)
+        monkeypatch.setattr(frame_module, "ROW_BLOCK_ELEMENTS", block_rows * 12)
+        assert len(frame_module.row_blocks(40, 12)) == 3
     gen = torch.Generator().manual_seed(0)
     rows = torch.randn(40, 5, generator=gen, dtype=DOUBLE)
     if layout == "channel-major":
@@ -339,8 +351,7 @@ def test_pointwise_relu_frame_function_matches_autograd_and_gradchecks(
     lam = 0.1
 
     def reference(rows, w):
-        unit = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return F.relu(unit @ w.T - lam) @ w
+        return relu_frame_reference(rows, w, lam)
 
     grad = torch.randn(40, 5, generator=gen, dtype=DOUBLE)
     ours = PointwiseReluFrame.apply(rows, w, lam)

@@ -1,4 +1,4 @@
-"""Model assembly (`sepconc.model`): shapes, parameter counts, config errors, gradients.
+"""Model assembly (`sepconc.model`): shapes, parameter counts, config errors, cached input.
 
 - Every architecture's blocks have the channel counts and sizes of docs/models.md, checked on
   real forward passes (synthetic 16x16, MNIST 28x28, CIFAR 32x32, small widths);
@@ -7,8 +7,7 @@
   11,275,466) for the seed's command lines.
 - Per-block lists are padded as documented; impossible configurations are a one-line
   `UserError` that names the numbers.
-- A block's input gradient (and its projection's) passes `gradcheck` in float64.
-- The non-finite gradient guard zeroes NaN/Inf gradients at the input of block 2+ and counts them.
+Gradients: tests/test_model_gradients.py; the kernels: tests/test_kernels_*.py.
 """
 
 from __future__ import annotations
@@ -20,8 +19,15 @@ from torch import nn
 import sepconc
 from sepconc.config import Config, ModelConfig
 from sepconc.errors import UserError
-from sepconc.layers.projection import Projection, standardize_project
 from sepconc.model import build_model, expected_parameter_count, plan_model, tree_channels
+
+#: The two implementations every model test runs (kymatio's backend pattern).
+KERNEL_SETTINGS = ("reference", "fused")
+
+
+@pytest.fixture(params=KERNEL_SETTINGS)
+def kernels(request) -> str:
+    return request.param
 
 
 def trainable(net: nn.Module) -> int:
@@ -105,9 +111,9 @@ SHAPE_CASES = [
 
 
 @pytest.mark.parametrize("flat,shape,expected", SHAPE_CASES)
-def test_block_shapes_on_real_forward_passes(flat, shape, expected):
+def test_block_shapes_on_real_forward_passes(flat, shape, expected, kernels):
     torch.manual_seed(0)
-    config = model(**flat)
+    config = model(**flat, kernels=kernels)
     plans = plan_model(config, shape)
     assert [(p.out_channels, p.out_size) for p in plans] == expected
     net = build_model(config, shape, 10)
@@ -350,203 +356,26 @@ def test_build_model_from_a_full_config():
         build_model(config.model)  # a bare ModelConfig needs the shape and class count
 
 
-# ------------------------------------------------------------------ gradients
+# ------------------------------------------------------------------ cached front-end input
 
 
-@pytest.mark.parametrize("mode", ["train", "eval"])
-@pytest.mark.parametrize(
-    "non_linearity,k,s",
-    [("relu", 1, 1), ("softshrink", 1, 1), ("softshrink", 2, 1), ("relu", 2, 2)],
-)
-def test_block_gradcheck(non_linearity, k, s, mode):
-    """Input and P gradients of a whole scatnetblockanalysis block, float64, with batch
-    statistics (train) and with the running ones (eval)."""
+def test_frontend_skipped_swaps_the_first_frontend_for_an_identity():
+    """Inside `frontend_skipped()` the network takes the first front-end's output (as the
+    cache stores it) and gives the same logits; the front-end is back on exit, also after
+    an error; `skip=False` changes nothing."""
     torch.manual_seed(0)
-    config = model(
-        arch="scatnetblockanalysis",
-        n_blocks=1,
-        scat_angles=[2],
-        P_proj_size=[6],
-        frame_width=[10],
-        frame_kernel_size=[k],
-        frame_stride=[s],
-        non_linearity=non_linearity,
-    )
-    net = build_model(config, (2, 8, 8), 3).double().train(mode == "train")
-    block = net.blocks[0]
-    x = torch.randn(2, 2, 8, 8, dtype=torch.float64, requires_grad=True)
-    w = block.projection.weight.detach().clone().requires_grad_(True)
-
-    def fn(x, w):
-        return torch.func.functional_call(block, {"projection.weight": w}, (x,))
-
-    assert fn(x, w).shape == (2, 6, 4, 4)
-    assert torch.autograd.gradcheck(fn, (x, w), eps=1e-6, atol=1e-6, rtol=1e-4)
-
-
-@pytest.mark.parametrize("layout", ["nchw", "channel-major"])
-@pytest.mark.parametrize("momentum", [0.1, None])
-def test_standardize_project_equals_batchnorm_then_projection(layout, momentum):
-    """The fused standardization + 1x1 projection gives BatchNorm2d(affine=False) then
-    `Projection`'s values, input and weight gradients, running statistics and batch count,
-    in training (three steps) and eval mode; float64. One channel has mean 10^3 x its
-    spread (the exact-variance fallback) and one is constant."""
-    torch.manual_seed(0)
-    ref_norm = nn.BatchNorm2d(7, affine=False, momentum=momentum).double()
-    norm = nn.BatchNorm2d(7, affine=False, momentum=momentum).double()
-    proj = Projection(7, 5).double()
-    for step in range(3):
-        x = torch.randn(4, 7, 3, 3, dtype=torch.float64) + step
-        x[:, 2] = 1e3 + 1e-3 * x[:, 2]
-        x[:, 4] = 2.0
-        if layout == "channel-major":
-            x = _channel_major(x)
-        x.requires_grad_(True)
-        want = proj(ref_norm(x))
-        got = standardize_project(x, norm, proj)
-        assert got.shape == want.shape
-        _assert_same_step(got, want, (x, proj.weight), values_tol=1e-9)
-    _assert_same_running_statistics(norm, ref_norm)
-    norm.eval(), ref_norm.eval()
-    torch.testing.assert_close(standardize_project(x, norm, proj), proj(ref_norm(x)))
-
-
-def _channel_major(x: torch.Tensor) -> torch.Tensor:
-    """`x`'s values, stored as `(C, B, n, n)`."""
-    return x.transpose(0, 1).contiguous().transpose(0, 1)
-
-
-def _assert_same_step(got, want, inputs, values_tol: float) -> None:
-    """`got` is channel-major and equals `want`, and so do their gradients at `inputs`."""
-    assert got.transpose(0, 1).is_contiguous()
-    torch.testing.assert_close(got, want, rtol=values_tol, atol=values_tol)
-    grad = torch.randn_like(want)
-    for a, b in zip(torch.autograd.grad(got, inputs, grad),
-                    torch.autograd.grad(want, inputs, grad)):  # fmt: skip
-        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)
-
-
-def _assert_same_running_statistics(norm: nn.BatchNorm2d, ref_norm: nn.BatchNorm2d) -> None:
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        torch.testing.assert_close(getattr(norm, name), getattr(ref_norm, name))
-
-
-def test_standardized_projection_gradcheck():
-    from sepconc.layers.projection import _StandardizedProjection
-
-    cols = torch.randn(6, 20, dtype=torch.float64, requires_grad=True)
-    p = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
-    fn = lambda c, w: _StandardizedProjection.apply(c, w, 1e-5, None, None, 0.0)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (cols, p), eps=1e-6, atol=1e-6)
-
-
-def test_classifier_and_analysis_gradcheck():
-    torch.manual_seed(1)
-    config = model(
-        arch="analysis",
-        frame_width=[12],
-        frame_kernel_size=[2],
-        frame_stride=[2],
-        non_linearity="softshrink",
-        avg_ker_size=2,
-    )
-    net = build_model(config, (2, 4, 4), 3).double().eval()
-    x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(net, (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
-
-
-class NaNGradient(torch.autograd.Function):
-    """Identity forward; backward puts NaN and Inf in the first two entries of the gradient."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        grad.view(-1)[0] = float("nan")
-        grad.view(-1)[1] = float("inf")
-        return grad
-
-
-def test_nonfinite_gradients_at_block_inputs_are_zeroed_and_counted():
-    torch.manual_seed(2)
-    config = model(arch="scatnetblock", n_blocks=3, P_proj_size=[8, 16, 16], scat_angles=[2])
-    net = build_model(config, (1, 16, 16), 10)
-
-    def inject(module, args):  # block 2 (and 3) receive a tensor whose gradient turns NaN
-        return (NaNGradient.apply(args[0]),) + args[1:]
-
-    net.blocks[1].register_forward_pre_hook(inject)
-    net.blocks[2].register_forward_pre_hook(inject)
-    x = torch.randn(4, 1, 16, 16, requires_grad=True)
-    net(x).logsumexp(1).sum().backward()
-    assert net.pop_nonfinite_count() == 4  # 2 entries at the input of each of blocks 2 and 3
-    assert net.pop_nonfinite_count() == 0  # popped
-    for p in net.parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all()
-    assert torch.isfinite(x.grad).all()
-    # without an injected fault nothing is counted, and the first block's input is never guarded
-    net2 = build_model(config, (1, 16, 16), 10)
-    net2(torch.randn(4, 1, 16, 16, requires_grad=True)).sum().backward()
-    assert net2.pop_nonfinite_count() == 0
-
-
-@pytest.mark.parametrize("layout", ["nchw", "channel-major"])
-def test_fused_phase_standardize_project_equals_the_plain_modules(layout, monkeypatch):
-    """The fused dense phase scattering + standardization + projection, computed in
-    several channel blocks (the last one shorter), gives the plain modules' values
-    (Fourier phase scattering, BatchNorm2d, Projection), input and weight gradients and
-    running statistics, float64. An all-zero input channel checks the ReLUs' zero
-    gradient at 0, where the fused backward reads its masks from the rectified rows."""
-    import sepconc.layers.projection as projection_module
-    from sepconc.layers.projection import phase_standardize_project
-    from sepconc.scattering import PhaseScattering2D
-
-    monkeypatch.setattr(projection_module, "_BLOCK_ELEMENTS", 2 * 9 * 3 * 16)  # 2 channels
-    assert len(projection_module._channel_blocks(5, 9 * 3 * 16)) == 3
-    torch.manual_seed(0)
-    dense = PhaseScattering2D(8, 2, method="dense").double()
-    fourier = PhaseScattering2D(8, 2, method="fourier").double()
-    norm, ref_norm = (nn.BatchNorm2d(45, affine=False).double() for _ in range(2))
-    proj = Projection(45, 6).double()
-    for step in range(2):
-        x = torch.randn(3, 5, 8, 8, dtype=torch.float64) + step
-        x[:, 3] = 0
-        if layout == "channel-major":
-            x = _channel_major(x)
-        x.requires_grad_(True)
-        got = phase_standardize_project(x, dense.dense, norm, proj)
-        want = proj(ref_norm(fourier(x)))
-        _assert_same_step(got, want, (x, proj.weight), values_tol=1e-8)
-    _assert_same_running_statistics(norm, ref_norm)
-    cm = torch.randn(3, 5, 8, 8, dtype=torch.float64, requires_grad=True)  # no kink at 0
-    p = proj.weight.detach().reshape(6, 45).requires_grad_(True)
-    fn = lambda a, w: projection_module._DensePhaseStandardizedProjection.apply(  # noqa: E731
-        a, dense.dense, w, 1e-5, None, None, 0.0
-    )
-    assert torch.autograd.gradcheck(fn, (cm, p), eps=1e-6, atol=1e-6)
-
-
-def test_a_network_trains_the_same_with_the_fused_front_end(monkeypatch):
-    """A whole scatnetblockanalysis step (loss, every gradient) is the same whether its
-    dense-phase blocks take the fused path or the separate modules, float64."""
-    import sepconc.model as model_module
-
-    config = model(arch="scatnetblockanalysis", n_blocks=2, scat_angles=[2],
-                   P_proj_size=[6, 8], frame_width=[12, 16])  # fmt: skip
-    x = torch.randn(4, 2, 8, 8, dtype=torch.float64)
-    labels = torch.tensor([0, 1, 2, 1])
-    results = []
-    for threshold in (0, 10**12):
-        monkeypatch.setattr(model_module, "FUSED_MIN_ELEMENTS", threshold)
-        torch.manual_seed(0)
-        net = build_model(config, (2, 8, 8), 3).double()
-        assert net.blocks[0]._fuses_frontend(x, False) == (threshold == 0)
-        loss = nn.functional.cross_entropy(net(x), labels)
-        results.append((loss, torch.autograd.grad(loss, list(net.parameters()))))
-    (loss_a, grads_a), (loss_b, grads_b) = results
-    torch.testing.assert_close(loss_a, loss_b, rtol=1e-10, atol=1e-12)
-    for a, b in zip(grads_a, grads_b):
-        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    config = model(arch="scatnetblock", n_blocks=2, P_proj_size=[8, 16], scat_angles=[2])
+    net = build_model(config, (1, 16, 16), 10).eval()
+    x = torch.randn(3, 1, 16, 16)
+    frontend = net.blocks[0].frontend
+    cached = frontend(x).contiguous()
+    want = net(x)
+    with net.frontend_skipped() as skipped:
+        assert skipped is net and isinstance(net.blocks[0].frontend, nn.Identity)
+        torch.testing.assert_close(net(cached), want)
+    assert net.blocks[0].frontend is frontend
+    with net.frontend_skipped(False):
+        assert net.blocks[0].frontend is frontend
+    with pytest.raises(RuntimeError), net.frontend_skipped(True):
+        raise RuntimeError("boom")
+    assert net.blocks[0].frontend is frontend and net.blocks[1].frontend is not frontend

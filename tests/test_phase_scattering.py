@@ -17,6 +17,12 @@ SMALL = (2, 3, 4, 5, 7, 8, 16)
 REF = Path(__file__).parent / "data" / "phase_scattering_ref.npz"
 
 
+@pytest.fixture(params=("reference", "fused"))
+def kernels(request) -> str:
+    """The dense form runs as stock ops or as the fused `DenseRectified`."""
+    return request.param
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
@@ -93,7 +99,7 @@ def test_shapes(method: str, n: int) -> None:
 
 @pytest.mark.parametrize("kind", ("random", "smooth"))
 @pytest.mark.parametrize("n", SIZES)
-def test_fast_paths_match_fourier(kind: str, n: int) -> None:
+def test_fast_paths_match_fourier(kind: str, n: int, kernels: str) -> None:
     """Conv (13x13 truncation) within 1e-4 relative L2; dense is exact to rounding."""
     shape = (1, 1, n, n) if n > 56 else (2, 3, n, n)
     seed = 1000 + n
@@ -102,20 +108,21 @@ def test_fast_paths_match_fourier(kind: str, n: int) -> None:
     ref = PhaseScattering2D(n, method="fourier").double()(x)
     assert _rel(PhaseScattering2D(n, method="conv").double()(x), ref) <= 1e-4
     if n <= 32:
-        assert _rel(PhaseScattering2D(n, method="dense").double()(x), ref) <= 1e-10
+        dense = PhaseScattering2D(n, method="dense", kernels=kernels).double()
+        assert _rel(dense(x), ref) <= 1e-10
     # float32 end to end: same bound
-    y32 = PhaseScattering2D(n, method="auto")(x.float())
+    y32 = PhaseScattering2D(n, method="auto", kernels=kernels)(x.float())
     assert _rel(y32.double(), ref) <= 1e-4
 
 
-def test_stored_reference() -> None:
+def test_stored_reference(kernels: str) -> None:
     data = np.load(REF)
     x = torch.from_numpy(data["x"])
     for L in (4, 8):
         want = torch.from_numpy(data[f"out_L{L}"])
         scale = want.abs().max()
         for method in ("fourier", "dense"):
-            got = PhaseScattering2D(16, L, method=method).double()(x)
+            got = PhaseScattering2D(16, L, method=method, kernels=kernels).double()(x)
             assert ((got - want).abs().max() / scale).item() <= 1e-5, method
         got32 = PhaseScattering2D(16, L, method="fourier")(x.float()).double()
         assert ((got32 - want).abs().max() / scale).item() <= 1e-5
@@ -124,19 +131,19 @@ def test_stored_reference() -> None:
 
 @pytest.mark.parametrize("method", ("fourier", "conv", "dense"))
 @pytest.mark.parametrize("n", (3, 4))
-def test_gradcheck(method: str, n: int) -> None:
+def test_gradcheck(method: str, n: int, kernels: str) -> None:
     torch.manual_seed(n)
-    m = PhaseScattering2D(n, 2, method=method).double()
+    m = PhaseScattering2D(n, 2, method=method, kernels=kernels).double()
     x = torch.randn(2, 3, n, n, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(m, (x,), eps=1e-6, atol=1e-6)
 
 
 def test_dense_reads_and_writes_channel_major() -> None:
-    """The dense path takes a (B, C, n, n) input in either storage order and returns the
-    same values (and input gradients) stored channel-major, (C(1+4L), B, h, h) underneath,
-    the layout the block's standardization reads without a copy."""
+    """The fused dense path takes a (B, C, n, n) input in either storage order and returns
+    the same values (and input gradients) stored channel-major, (C(1+4L), B, h, h)
+    underneath, the layout the block's standardization reads without a copy."""
     torch.manual_seed(0)
-    m = PhaseScattering2D(8, 2, method="dense").double()
+    m = PhaseScattering2D(8, 2, method="dense", kernels="fused").double()
     x = torch.randn(3, 4, 8, 8, dtype=torch.float64, requires_grad=True)
     x_cm = x.detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_(True)
     y, y_cm = m(x), m(x_cm)
@@ -157,9 +164,9 @@ def test_no_parameters_and_buffers_follow_dtype() -> None:
 
 
 def test_auto_rule() -> None:
-    assert PhaseScattering2D(16).resolved_method() == "dense"
-    assert PhaseScattering2D(32).resolved_method() == "conv"
-    assert PhaseScattering2D(16, method="fourier").resolved_method() == "fourier"
+    assert PhaseScattering2D(16).resolved_method == "dense"
+    assert PhaseScattering2D(32).resolved_method == "conv"
+    assert PhaseScattering2D(16, method="fourier").resolved_method == "fourier"
     assert PhaseScattering2D(32).dense is None
 
 

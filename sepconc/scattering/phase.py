@@ -13,18 +13,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sepconc.kernels.choose import output_layout, phase_method_for, uses_fused
+from sepconc.kernels.layout import to_layout
+from sepconc.kernels.phase_dense import phase_dense_fused, phase_dense_reference
+
 from .filters import fourier_filters
-from .phase_conv import (
-    conv_gather_index,
-    conv_weight,
-    dense_operator,
-    phase_scattering_conv,
-    phase_scattering_dense,
-)
+from .phase_conv import conv_gather_index, conv_weight, dense_operator, phase_scattering_conv
 from .phase_fourier import padding_index, phase_scattering_fourier
 
 __all__ = [
-    "AUTO_DENSE_MAX_N",
     "DEFAULT_KERNEL_SIZE",
     "DENSE_MAX_N",
     "METHODS",
@@ -41,8 +38,6 @@ METHODS = ("auto", "fourier", "conv", "dense")
 
 #: Largest input the dense form accepts (n = 32, L = 8: a 1024 x 4352 matrix, 36 MB float64).
 DENSE_MAX_N = 32
-#: ``"auto"`` takes the dense form up to this size, the convolution above it.
-AUTO_DENSE_MAX_N = 16
 
 
 def phase_scattering_channels(L: int = 8) -> int:
@@ -63,8 +58,17 @@ class PhaseScattering2D(nn.Module):
             ``"dense"`` (the exact linear map as one ``n^2 x (1+2L)(n/2)^2`` matrix
             product, ``n <= 32``; error at float rounding) or ``"auto"``.
         kernel_size: odd spatial support of the ``"conv"`` path.
+        kernels: ``"auto"``, ``"fused"`` or ``"reference"`` (``sepconc.kernels.choose``):
+            whether the dense form runs as the fused ``DenseRectified`` or with stock ops.
 
-    ``"auto"`` rule, every device: ``"dense"`` for ``n <= 16``, ``"conv"`` above.
+    Layout (``sepconc.kernels.layout``): the output is channel-major whenever the fused
+    kernels run on the input's device (every method and size: the Fourier and convolution
+    outputs are reordered once, a copy the block's standardization would make anyway), and
+    contiguous with the reference kernels. ``output_layout(device)`` says which; a
+    channel-major output is not ``.view``-able as ``(B, -1)`` (``.reshape`` it).
+
+    ``"auto"`` rule (``sepconc.kernels.choose.phase_method_for``), every device:
+    ``"dense"`` for ``n <= 16``, ``"conv"`` above.
     Measured on CPU (2-core shared machine, float32, forward+backward): at the CIFAR-10
     block sizes with batch 128 the dense form is 4-37x faster than Fourier at n = 16, 8,
     4 (and 2-15x faster than the convolution, whose CPU backward is slow); at n = 32 the
@@ -87,6 +91,7 @@ class PhaseScattering2D(nn.Module):
         L: int = 8,
         method: str = "auto",
         kernel_size: int = DEFAULT_KERNEL_SIZE,
+        kernels: str = "auto",
     ) -> None:
         super().__init__()
         n = shape if isinstance(shape, int) else tuple(shape)
@@ -99,6 +104,10 @@ class PhaseScattering2D(nn.Module):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
         self.n, self.L, self.kernel_size, self.method = int(n), int(L), int(kernel_size), method
+        uses_fused(kernels, "cpu")  # ValueError for an unknown setting
+        self.kernels = kernels
+        #: The path ``forward`` takes (``"auto"`` resolved, the same on every device).
+        self.resolved_method = phase_method_for(method, self.n)
         f64 = torch.float64
         self.register_buffer(
             "fourier", torch.tensor(fourier_filters(self.n, L), dtype=f64), persistent=False
@@ -110,9 +119,9 @@ class PhaseScattering2D(nn.Module):
         self.register_buffer(
             "gather_idx", torch.tensor(conv_gather_index(self.n, kernel_size)), persistent=False
         )
-        use_dense = method == "dense" or (method == "auto" and self.n <= AUTO_DENSE_MAX_N)
         if method == "dense" and self.n > DENSE_MAX_N:
             raise ValueError(f"method 'dense' is for n <= {DENSE_MAX_N}, got n={self.n}")
+        use_dense = self.resolved_method == "dense"
         dense = dense_operator(self.fourier, self.pad_idx) if use_dense else None
         self.register_buffer("dense", dense, persistent=False)
 
@@ -120,11 +129,9 @@ class PhaseScattering2D(nn.Module):
     def out_channels_per_input(self) -> int:
         return phase_scattering_channels(self.L)
 
-    def resolved_method(self, device: torch.device | None = None) -> str:
-        """The path ``forward`` takes on ``device`` (see the class doc for ``"auto"``)."""
-        if self.method != "auto":
-            return self.method
-        return "dense" if self.n <= AUTO_DENSE_MAX_N else "conv"
+    def output_layout(self, device: torch.device | str) -> str:
+        """The layout ``forward`` returns on ``device`` (``sepconc.kernels.layout``)."""
+        return output_layout(self.kernels, device)
 
     def check_input(self, x: torch.Tensor) -> None:
         """`ValueError` unless `x` is `(B, C, n, n)` for this module's `n`."""
@@ -136,12 +143,17 @@ class PhaseScattering2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        method = self.resolved_method(x.device)
-        if method == "fourier":
-            return phase_scattering_fourier(x, self.fourier, self.pad_idx)
-        if method == "dense":
-            return phase_scattering_dense(x, self.dense)
-        return phase_scattering_conv(x, self.weight, self.gather_idx)
+        fused = uses_fused(self.kernels, x.device)
+        if self.resolved_method == "fourier":
+            out = phase_scattering_fourier(x, self.fourier, self.pad_idx)
+        elif self.resolved_method == "conv":
+            out = phase_scattering_conv(x, self.weight, self.gather_idx)
+        elif fused:
+            out = phase_dense_fused(x, self.dense)
+        else:
+            out = phase_dense_reference(x, self.dense)
+        return to_layout(out, self.output_layout(x.device))
 
     def extra_repr(self) -> str:
-        return f"n={self.n}, L={self.L}, method={self.method!r}, kernel_size={self.kernel_size}"
+        return (f"n={self.n}, L={self.L}, method={self.method!r}, kernel_size={self.kernel_size}, "
+                f"kernels={self.kernels!r}")  # fmt: skip

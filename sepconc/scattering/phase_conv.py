@@ -25,7 +25,7 @@ Truncation error (relative L2 to the oracle) is measured by the tests; see
 Dense form (small ``n``): the map ``x -> z = [phi x, Re W_0 x, Im W_0 x, ...]`` is
 linear, ``R^{n*n} -> R^{(1+2L)*(n//2)^2}``; ``dense_operator`` tabulates it *exactly*
 (the oracle applied to the ``n*n`` unit images; ``Re = relu(Re) - relu(-Re)``), and
-``phase_scattering_dense`` evaluates it as one matrix product (backward: one more).
+``sepconc.kernels.phase_dense`` evaluates it as one matrix product (backward: one more).
 Its size is ``n^2 * (1+2L) * (n//2)^2`` (n = 16, L = 8: 278,528 values), so it is
 for small inputs only: on CPU it beats the convolution for n <= 16 (see ``phase``).
 """
@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sepconc.kernels.common import rectify
+
 from .filters import pad_left, padded_size, spatial_filters
 from .phase_fourier import phase_scattering_fourier, reflect_index
 
@@ -44,7 +46,6 @@ __all__ = [
     "conv_weight",
     "dense_operator",
     "phase_scattering_conv",
-    "phase_scattering_dense",
 ]
 
 
@@ -84,7 +85,7 @@ def phase_scattering_conv(
     L = (weight.shape[0] - 1) // 2
     e = x.reshape(B * C, 1, n, n).index_select(-2, gather_idx).index_select(-1, gather_idx)
     z = F.conv2d(F.pixel_unshuffle(e, 2), weight.to(x.dtype))  # (B*C, 1+2L, n//2, n//2)
-    return _rectify(z, B, C, L)
+    return rectify(z, B, C, L)
 
 
 def dense_operator(filters: torch.Tensor, pad_idx: torch.Tensor) -> torch.Tensor:
@@ -104,120 +105,3 @@ def dense_operator(filters: torch.Tensor, pad_idx: torch.Tensor) -> torch.Tensor
     ph = ph.reshape(n * n, L, 4, h, h)
     wav = ph[:, :, :2] - ph[:, :, 2:]  # relu(v) - relu(-v) = v: [Re, Im]
     return torch.cat([low, wav.reshape(n * n, 2 * L, h, h)], dim=1).reshape(n * n, -1)
-
-
-def phase_scattering_dense(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
-    """Phase scattering of ``x`` ``(B, C, n, n)`` with ``operator = dense_operator(...)``."""
-    if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"expected a (B, C, n, n) input, got shape {tuple(x.shape)}")
-    return _DenseRectified.apply(x, operator.to(x.dtype))
-
-
-class _DenseRectified(torch.autograd.Function):
-    """``z = x D`` (one GEMM over ``1+2L`` channels), then ``[low, relu(w), relu(-w)]``
-    written straight into the output in docs/models.md's order ``[Re, Im, -Re, -Im]``.
-
-    Half the GEMM of tabulating the negated channels too, and no concatenation: the
-    backward folds the two signed gradients into one (``g+`` where ``w > 0``, ``-g-``
-    where ``w < 0``) and does one GEMM with ``D^T``.
-
-    Channel-major in and out (see ``sepconc.layers.projection``): the GEMM's rows are
-    the ``(c, b)`` images of the ``(C, B, n, n)`` storage (a view when ``x`` is already
-    channel-major), and the output ``(B, C(1+4L), h, h)`` is returned as a view of
-    ``(C(1+4L), B, h, h)`` storage, the layout the standardization and projection read.
-    """
-
-    @staticmethod
-    def forward(ctx, x, operator):
-        z = dense_linear(x, operator)
-        C, B, K, hh = z.shape
-        out = rectify_into(z, x.new_empty(C, 2 * K - 1, B, hh))
-        ctx.save_for_backward(z, operator)
-        n = x.shape[-1]
-        return out.view(-1, B, n // 2, n // 2).transpose(0, 1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        z, operator = ctx.saved_tensors
-        C, B, K, hh = z.shape
-        grad_z = fold_gradient_into(grad.transpose(0, 1).reshape(C, 2 * K - 1, B, hh), z,
-                                    torch.empty_like(z))  # fmt: skip
-        return dense_input_gradient(grad_z, operator), None
-
-
-def dense_linear(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
-    """The linear channels ``z = x D`` of ``x`` ``(B, C, n, n)``: ``(C, B, 1+2L, (n//2)^2)``.
-
-    The GEMM's rows are the ``(c, b)`` images of ``x``'s channel-major storage (a view
-    when ``x`` is channel-major, else one copy of the input, the smallest tensor here).
-    """
-    B, C, n, _ = x.shape
-    rows = x.transpose(0, 1).reshape(C * B, n * n)
-    return (rows @ operator).view(C, B, -1, (n // 2) ** 2)
-
-
-def rectify_into(z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``z`` ``(c, B, 1+2L, m)`` -> ``out`` ``(c, 1+4L, B, m)``: ``[low, relu(Re), relu(Im),
-    relu(-Re), relu(-Im), ...]`` per input channel (docs/models.md's order), written in place."""
-    c, B, K, m = z.shape
-    L = (K - 1) // 2
-    out[:, 0] = z[:, :, 0]
-    wav = z[:, :, 1:].view(c, B, L, 2, m).permute(0, 2, 3, 1, 4)
-    phases = out[:, 1:].view(c, L, 4, B, m)
-    torch.clamp(wav, min=0, out=phases[:, :, :2])
-    torch.clamp(wav, max=0, out=phases[:, :, 2:]).neg_()
-    return out
-
-
-def fold_gradient_into(grad: torch.Tensor, z: torch.Tensor, grad_z: torch.Tensor) -> torch.Tensor:
-    """Gradient at ``z`` from the gradient ``grad`` ``(c, 1+4L, B, m)`` at ``rectify_into``'s
-    output: ``g+`` where ``w > 0``, ``-g-`` where ``w < 0``, 0 where ``w == 0`` (both ReLUs'
-    gradient at 0). Written into ``grad_z`` (``z``'s shape)."""
-    c, B, K, m = z.shape
-    L = (K - 1) // 2
-    grad_z[:, :, 0] = grad[:, 0]
-    wav = z[:, :, 1:].view(c, B, L, 2, m).permute(0, 2, 3, 1, 4)
-    phases = grad[:, 1:].view(c, L, 4, B, m)
-    grad_wav = grad_z[:, :, 1:].view(c, B, L, 2, m).permute(0, 2, 3, 1, 4)
-    torch.where(wav > 0, phases[:, :, :2], phases[:, :, 2:].neg(), out=grad_wav)
-    grad_wav.masked_fill_(wav == 0, 0)
-    return grad_z
-
-
-def fold_rectified_gradient_into(
-    grad: torch.Tensor, out: torch.Tensor, grad_z: torch.Tensor
-) -> torch.Tensor:
-    """``fold_gradient_into`` reading the masks from ``rectify_into``'s output ``out``
-    instead of ``z`` (``relu(w) > 0`` iff ``w > 0``, ``relu(-w) > 0`` iff ``w < 0``), and
-    masking ``grad`` in place: three half-size passes and no temporary. Overwrites
-    ``grad``'s phase rows (so ``grad`` must be scratch)."""
-    c, B, K, m = grad_z.shape
-    L = (K - 1) // 2
-    grad_z[:, :, 0] = grad[:, 0]
-    g, x = grad[:, 1:].view(c, L, 4, B, m), out[:, 1:].view(c, L, 4, B, m)
-    plus, minus = g[:, :, :2], g[:, :, 2:]
-    torch.ops.aten.threshold_backward.grad_input(plus, x[:, :, :2], 0, grad_input=plus)
-    torch.ops.aten.threshold_backward.grad_input(minus, x[:, :, 2:], 0, grad_input=minus)
-    grad_wav = grad_z[:, :, 1:].view(c, B, L, 2, m).permute(0, 2, 3, 1, 4)
-    return torch.sub(plus, minus, out=grad_wav)
-
-
-def dense_input_gradient(grad_z: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
-    """``grad_z D^T`` as the ``(B, C, n, n)`` input gradient (channel-major storage)."""
-    C, B = grad_z.shape[:2]
-    n = int(round(operator.shape[0] ** 0.5))
-    grad_rows = grad_z.reshape(C * B, -1) @ operator.T
-    return grad_rows.view(C, B, n, n).transpose(0, 1)
-
-
-def _rectify(z: torch.Tensor, B: int, C: int, L: int) -> torch.Tensor:
-    """``(B*C, 1+2L, h, w)`` ``[low, Re_0, Im_0, ...]`` -> ``(B, C*(1+4L), h, w)``.
-
-    Per orientation ``[relu(Re), relu(Im), relu(-Re), relu(-Im)]`` after the low-pass.
-    """
-    h, w = z.shape[-2:]
-    low, wav = z.split([1, 2 * L], dim=1)
-    wav = wav.reshape(B * C, L, 2, h, w)
-    phases = torch.cat([wav, -wav], dim=2).relu()  # [Re, Im, -Re, -Im] per orientation
-    out = torch.cat([low, phases.reshape(B * C, 4 * L, h, w)], dim=1)
-    return out.reshape(B, C * (1 + 4 * L), h, w)

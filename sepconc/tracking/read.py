@@ -99,7 +99,7 @@ def sweep_trials(name: str, runs_dir: str | Path = "runs"):
     Raises `UserError` when no sweep of that name exists in `runs_dir` or its store cannot
     be opened.
     """
-    from sepconc.sweep.driver import read_meta
+    from sepconc.sweep.paths import read_meta
 
     meta = read_meta(name, runs_dir)
     client = tracking_client(meta["tracking_uri"])

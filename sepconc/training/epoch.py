@@ -1,13 +1,12 @@
 """One epoch's body and its metrics row; evaluation alone (`--evaluate`).
 
 Cached front-end features (`Setup.splits.*_cached`): the batches then hold the first
-block's front-end output, and the model must skip that front-end. `_frontend` is the one
-place that says how.
+block's front-end output, and the model runs inside `net.frontend_skipped(cached)` (its
+first front-end swapped for an identity, `sepconc.model`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 from sepconc.config import Config
@@ -18,13 +17,6 @@ from sepconc.progress import EpochProgress
 from sepconc.training.setup import Setup
 
 SUMMARY_KEYS = ("train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5", "images_per_s")
-
-
-def _frontend(s: Setup, cached: bool):
-    """(context, extra arguments) that make the model skip its first front-end when the
-    batches hold cached features. The switch to `net.frontend_skipped` is this line:
-    `return s.net.frontend_skipped(cached), {}`."""
-    return contextlib.nullcontext(), {"frontend_done": cached}
 
 
 def run_epoch(s: Setup, config: Config, epoch: int, progress: EpochProgress,
@@ -39,11 +31,13 @@ def run_epoch(s: Setup, config: Config, epoch: int, progress: EpochProgress,
         group["lr"] = lr
     s.train_batches.sampler.set_epoch(epoch)
     started = time.perf_counter()
-    context, extra = _frontend(s, s.splits.train_cached)
-    with context, progress.epoch(epoch + 1, o.epochs, len(s.data.train)) as advance:
+    with (
+        s.net.frontend_skipped(s.splits.train_cached),
+        progress.epoch(epoch + 1, o.epochs, len(s.data.train)) as advance,
+    ):
         train = train_epoch(s.model, s.net, s.optimizer, s.train_batches, o.pars_beta,
-                            epoch + 1, s.device, config.run.print_freq, progress=advance,
-                            **extra)  # fmt: skip
+                            epoch + 1, s.device, config.run.print_freq,
+                            progress=advance)  # fmt: skip
     train_seconds = time.perf_counter() - started
     val = validate(s)
     metrics = epoch_metrics(epoch + 1, lr, train, val, train_seconds, started,
@@ -57,9 +51,8 @@ def run_epoch(s: Setup, config: Config, epoch: int, progress: EpochProgress,
 
 def validate(s: Setup) -> dict[str, float]:
     """Loss, acc1, acc5 over the whole validation set (every rank's shard)."""
-    context, extra = _frontend(s, s.splits.val_cached)
-    with context:
-        return evaluate(s.model, s.val_batches, s.device, **extra)
+    with s.net.frontend_skipped(s.splits.val_cached):
+        return evaluate(s.model, s.val_batches, s.device)
 
 
 def epoch_metrics(epoch: int, lr: float, train: dict, val: dict, train_seconds: float,
