@@ -113,3 +113,15 @@ def sweep_file(
     path = Path(tmp_path) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def loss_parity_generator():
+    """`tests/data/generate_loss_parity.py` as a module: the seeded run (`run(folder,
+    kernels=...)`), its `CONFIG`, the stored `REFERENCE` and `KERNELS_LOSS_RTOL`."""
+    import importlib.util
+
+    path = Path(__file__).parent / "data" / "generate_loss_parity.py"
+    spec = importlib.util.spec_from_file_location("generate_loss_parity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,20 +20,13 @@ import torch.nn.functional as F
 from sepconc.config import Config
 from sepconc.kernels.common import relu_backward_
 from sepconc.model import build_model
+from tests.helpers import loss_parity_generator
 
 KERNEL_SETTINGS = ("reference", "fused")
 
 
-def _parity_module():
-    path = Path(__file__).parent / "data" / "generate_loss_parity.py"
-    spec = importlib.util.spec_from_file_location("generate_loss_parity", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_loss_parity_reference_equals_fused(tmp_path):
-    generator = _parity_module()
+    generator = loss_parity_generator()
     stored = json.loads(generator.REFERENCE.read_text())
     runs = {k: generator.run(tmp_path / k, kernels=k) for k in KERNEL_SETTINGS}
     rtol = generator.KERNELS_LOSS_RTOL

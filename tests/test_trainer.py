@@ -12,7 +12,6 @@ the documented keys; stored loss parity (`tests/data/loss_parity.json`).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -28,6 +27,7 @@ from sepconc.config import Config
 from sepconc.loop import TrainingDiverged, build_optimizer
 from sepconc.model import build_model
 from sepconc.trainer import train
+from tests.helpers import loss_parity_generator
 
 # Tiny and fast: a 32-atom frame on 4x4 patches (stride 4), lr decays after epoch 2.
 BASE = {
@@ -374,17 +374,9 @@ def test_ddp_two_processes_match_one(straight, tmp_path):
 # ------------------------------------------------------------------ loss parity
 
 
-def _parity_module():
-    path = Path(__file__).parent / "data" / "generate_loss_parity.py"
-    spec = importlib.util.spec_from_file_location("generate_loss_parity", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_loss_parity(tmp_path):
     """The stored seeded run's per-epoch losses are reproduced (tests/data/loss_parity.json)."""
-    generator = _parity_module()
+    generator = loss_parity_generator()
     reference = json.loads(generator.REFERENCE.read_text())
     assert reference["config"] == generator.CONFIG  # the stored numbers belong to this run
     values = generator.run(tmp_path / "run")
