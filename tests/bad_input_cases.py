@@ -8,7 +8,6 @@ value, the fix), the files to write first and the name of a data writer in `SETU
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,119 +273,6 @@ CASES: dict[str, Case] = {
     "unknown_flag": Case(
         f"{SYN} --frobnicate 3", r"unrecognized arguments: --frobnicate 3 \(see --help\)"
     ),
-}  # fmt: skip
-
-
-def sweep_case(expect: str, **changes) -> Case:
-    """`validate s.yaml --no-build` on GOOD_SWEEP with `changes` (see `sweep_text`): the one
-    error line names the file, then contains `expect` (literal text)."""
-    return Case("validate s.yaml --no-build", r"^error: s\.yaml: .*" + re.escape(expect),
-                {"s.yaml": sweep_text(**changes)})  # fmt: skip
-
-
-TWO_WORKERS = {"workers_per_trial": 2}
-PAYLOAD = "!!python/object/apply:os.system [touch pwned]"  # would create ./pwned
-ASHA = {"type": "asha"}
-
-# Sweep-file schema: every key, kind and value a sweep file can get wrong.
-CASES.update({
-    "search_unknown_parameter": sweep_case(
-        "unknown parameter 'search.frame_widht' (did you mean 'frame_width'?)",
-        search={"frame_widht": {"grid": [8]}}),
-    "search_unknown_kind": sweep_case(
-        "search.lr: unknown kind 'gird' (did you mean 'grid'?)", search={"lr": {"gird": [0.1]}}),
-    "search_grid_not_a_list": sweep_case(
-        "search.lr.grid needs a non-empty list, got 0.1", search={"lr": {"grid": 0.1}}),
-    "search_entry_not_a_mapping": sweep_case(
-        "search.lr must be one of {grid|choice|uniform", search={"lr": [0.1, 0.01]}),
-    "search_uniform_reversed": sweep_case(
-        "search.lr.uniform needs [low, high] with low < high, got [0.1, 0.01]",
-        search={"lr": {"uniform": [0.1, 0.01]}}),
-    "search_uniform_empty": sweep_case(
-        "low < high, got [0.1, 0.1]", search={"lr": {"uniform": [0.1, 0.1]}}),
-    "search_loguniform_zero": sweep_case(
-        "search.lr.loguniform needs low > 0, got 0", search={"lr": {"loguniform": [0, 0.1]}}),
-    "search_randint_three_values": sweep_case(
-        "search.epochs.randint needs [low, high]", search={"epochs": {"randint": [1, 2, 3]}}),
-    "search_randint_not_integers": sweep_case(
-        "search.epochs.randint needs integer ends", search={"epochs": {"randint": [1.5, 3]}}),
-    "search_per_block_list_too_long": sweep_case(
-        "frame_width has 2 values but scatnetblockanalysis builds 1 block",
-        search={"frame_width": {"grid": [[8, 16]]}}),
-    "search_uniform_for_an_integer": sweep_case(
-        "search.learning_rate_adjust_frequency.uniform [1, 3]: learning_rate_adjust_frequency "
-        "is an integer and uniform draws floats (e.g. 1.74); use randint: [1, 3] or grid",
-        search={"learning_rate_adjust_frequency": {"uniform": [1, 3]}}),
-    "search_loguniform_for_an_integer": sweep_case(
-        "search.frame_width.loguniform [8, 64]: frame_width is an integer",
-        search={"frame_width": {"loguniform": [8, 64]}}),
-    "search_uniform_for_a_str": sweep_case(
-        "search.non_linearity.uniform [0, 1]: non_linearity is a str; use grid or choice",
-        search={"non_linearity": {"uniform": [0, 1]}}),
-    "search_grid_batch_not_divisible": sweep_case(
-        "search.batch_size=33: batch_size 33 is not divisible by resources.workers_per_trial 2",
-        search={"batch_size": {"grid": [100, 50, 33]}}, resources=TWO_WORKERS),
-    "search_randint_batch_not_divisible": sweep_case(  # low (and middle) odd, high even
-        "search.batch_size=97: batch_size 97 is not divisible by resources.workers_per_trial 2",
-        search={"batch_size": {"randint": [97, 98]}}, resources=TWO_WORKERS),
-    "search_uniform_negative_lr": sweep_case(
-        "search.lr=-0.1: lr must be > 0, got -0.1", search={"lr": {"uniform": [-0.1, 0.3]}}),
-    "search_uniform_dropout_one": sweep_case(
-        "search.dropout_p_mlp=1.0: dropout_p_mlp must be in [0, 1), got 1.0",
-        search={"dropout_p_mlp": {"uniform": [0.5, 1.0]}}),
-    "samples_zero": sweep_case("samples must be >= 1, got 0", samples=0),
-    "scheduler_grace_not_int": sweep_case(
-        "scheduler.grace_period must be int, got 1.5", scheduler={**ASHA, "grace_period": 1.5}),
-    "scheduler_unknown_type": sweep_case(
-        "scheduler.type must be 'asha' or 'fifo', got 'hyperband'", scheduler={"type": "hyperband"}),
-    "scheduler_type_suggests": sweep_case(
-        "got 'ahsa' (did you mean 'asha'?)", scheduler={"type": "ahsa"}),
-    "scheduler_grace_above_max_t": sweep_case(
-        "scheduler.grace_period must be in [1, max_t=2], got 5",
-        scheduler={**ASHA, "grace_period": 5, "max_t": 2}),
-    "scheduler_reduction_factor_one": sweep_case(
-        "scheduler.reduction_factor must be > 1, got 1", scheduler={**ASHA, "reduction_factor": 1}),
-    "scheduler_max_t_above_epochs": sweep_case(
-        "scheduler.max_t 10 exceeds base.epochs 2; trials never reach it, lower max_t",
-        scheduler={**ASHA, "max_t": 10}),
-    "resources_bool": sweep_case(
-        "resources.workers_per_trial must be int, got True", resources={"workers_per_trial": True}),
-    "resources_unknown_key": sweep_case("unknown key 'resources.gpus'", resources={"gpus": 1}),
-    "batch_not_divisible_by_workers": sweep_case(
-        "base: batch_size 100 is not divisible by resources.workers_per_trial 3; choose a "
-        "multiple of 3", resources={"workers_per_trial": 3}),
-    "name_with_slash": sweep_case("sweep name 'a/b' is not allowed", name="a/b"),
-    "name_hidden": sweep_case("sweep name '.hidden' is not allowed", name=".hidden"),
-    "name_missing": sweep_case("missing 'name'", name=None),
-    "unknown_metric": sweep_case("metric 'val_acc' is not one of", metric="val_acc"),
-    "unknown_mode": sweep_case("mode must be 'min' or 'max', got 'maximize'", mode="maximize"),
-    "base_unknown_key": sweep_case("base: unknown key 'epoch' (did you mean 'epochs'?)",
-                                   base_epoch=3),
-    "base_wrong_type": sweep_case("epochs must be int, got 'ten'", base_epochs="ten"),
-    "base_not_a_mapping": sweep_case("base must be a mapping, got list", base=[1, 2]),
-    "storage_not_str": sweep_case("storage must be str, got 3", storage=3),
-    "set_without_value": Case("validate s.yaml --no-build --set base.epochs",
-                              r"--set 'base\.epochs': expected key=value, e\.g\. --set base\.epochs=3",
-                              {"s.yaml": sweep_text()}),
-    "set_wrong_type": Case("validate s.yaml --no-build --set base.epochs=x",
-                           r"epochs must be int, got 'x'", {"s.yaml": sweep_text()}),
-    "set_max_t_above_epochs": Case(
-        "validate s.yaml --no-build --set scheduler.type=asha --set scheduler.max_t=9",
-        r"scheduler\.max_t 9 exceeds base\.epochs 2", {"s.yaml": sweep_text()}),
-    "set_into_a_value": Case("validate s.yaml --no-build --set name.x=1",
-                             r"--set 'name\.x=1': name is not a section", {"s.yaml": sweep_text()}),
-    "set_value_not_yaml": Case("validate s.yaml --no-build --set samples=[1",
-                               r"--set 'samples=\[1': the value is not valid YAML; quote it",
-                               {"s.yaml": sweep_text()}),
-    "yaml_payload_in_sweep_file": Case(  # the safe loader: the command is never run
-        "validate s.yaml", r"s\.yaml: YAML syntax error at line 2",
-        {"s.yaml": f"name: s\ndescription: {PAYLOAD}\nbase: {{}}\n"}),
-    "yaml_payload_in_config_file": Case(
-        f"{SYN} --config c.yaml", r"c\.yaml: YAML syntax error at line 2",
-        {"c.yaml": f"epochs: 2\nout: {PAYLOAD}\n"}),
-    "sweep_file_not_a_mapping": Case(
-        "validate s.yaml", r"s\.yaml: a sweep file is a mapping \(name:, base:, search:",
-        {"s.yaml": "- a\n- b\n"}),
     # ------------------------------------------------------------ train (more)
     "projection_too_large_scatnet": Case(
         f"{SYN} -a scatnet --scattering-J 2 --P-proj-size 300 --dry-run",
@@ -396,7 +282,8 @@ CASES.update({
         r"P_proj_size 300 is larger than its input's 81 channels"),
     "mnist_without_data": Case(
         "train --dataset mnist -a analysis --epochs 1", r"needs a data folder: pass --data"),
-})  # fmt: skip
+}  # fmt: skip
+
 
 # Also run as the real `launch.py` subprocess: argparse's exit, a sweep file, the network
 # checks, file-reading errors, a refused checkpoint, a train refused after its pre-flight.

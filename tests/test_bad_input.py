@@ -1,5 +1,5 @@
 """The bad-input catalogue: every mistake a user can make, one case each, in one place
-(the cases: tests/bad_input_cases.py).
+(the cases: tests/bad_input_cases.py and tests/bad_input_cases_sweep.py).
 
 A case is a `launch.py` command line (and the files it needs, written first into an empty
 working folder) and a pattern its error line must match: the line names the problem and
@@ -30,8 +30,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.bad_input_cases import CASES, PROCESS, SETUPS
+from tests.bad_input_cases import CASES as TRAIN_AND_FILE_CASES
+from tests.bad_input_cases import PROCESS, SETUPS
+from tests.bad_input_cases_sweep import SWEEP_CASES
 from tests.helpers import ROOT, cli, launch
+
+CASES = {**TRAIN_AND_FILE_CASES, **SWEEP_CASES}
 
 
 def _listing(folder: Path) -> set[str]:
