@@ -82,9 +82,11 @@ def check_ok(proc: subprocess.CompletedProcess) -> str:
 
 
 def client_for(runs: Path):
-    from mlflow.tracking import MlflowClient
+    """A client on the sweep's store, through the store lock: polled while the driver may
+    still be creating the schema (a bare MlflowClient would race its migrations)."""
+    from sepconc.tracking.store import tracking_client
 
-    return MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    return tracking_client(f"sqlite:///{runs / 'mlflow.db'}")
 
 
 def sweep_runs(client, name: str) -> tuple[list, list]:
