@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import Dataset
 
 from sepconc.data.types import labels_of, plain_images_of
-from sepconc.metrics import class_statistics_by_layer, frame_diagnostics, projection_diagnostics
+from sepconc.metrics import frame_diagnostics, projection_diagnostics
+from sepconc.metrics.separation import separation_statistics
 from sepconc.model import SepConcNet
 
 PROBE_SEED = 1234  # fixed, not the run's seed: every run of a sweep probes the same images
@@ -45,7 +46,11 @@ def probe_set(dataset: Dataset, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 def block_statistics(
     net: SepConcNet, images: torch.Tensor, labels: torch.Tensor, classes: int, batch: int = 256
 ) -> dict[str, float]:
-    """Class statistics (`sepconc.metrics.class_stats`) of the input and every block's output."""
+    """Separation statistics of the input and every block's output, ``{layer}/{measure}``.
+
+    Measures and their ``_se`` standard errors: `sepconc.metrics.separation` (the same fixed
+    number of principal directions and the same half-sample seed for every layer).
+    """
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
@@ -56,5 +61,8 @@ def block_statistics(
         for i, feats in enumerate(net.features(x), 1):
             outputs.setdefault(f"block{i}", []).append(feats.flatten(1).cpu())
     net.train(was_training)
-    stacked = {name: torch.cat(chunks) for name, chunks in outputs.items()}
-    return class_statistics_by_layer(stacked, labels, classes)
+    out: dict[str, float] = {}
+    for name, chunks in outputs.items():
+        stats = separation_statistics(torch.cat(chunks), labels, classes)
+        out.update({f"{name}/{key}": value for key, value in stats.items()})
+    return out

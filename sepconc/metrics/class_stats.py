@@ -191,6 +191,11 @@ def _dual(x: Tensor, idx: Tensor, counts: Tensor):
         z = buf[:, : cols.shape[1]]
         _centre_into(z, cols, idx, counts)
         gram.addmm_(z, z.T)
+    return dual_from_gram(gram, n)
+
+
+def dual_from_gram(gram: Tensor, n: int):
+    """`_dual`'s returns from the (N + C') x (N + C') float64 Gram matrix of ``Z = [R; M]``."""
     k_r, rm, mm = gram[:n, :n], gram[:n, n:], gram[n:, n:]
     w, u = torch.linalg.eigh(k_r)
     w, u = w.flip(0), u.flip(1)
