@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from sepconc.metrics.separation import FISHER_KEY, separation_statistics
+from sepconc.metrics.separation import FISHER_KEY, paired_deltas, separation_statistics
 from tests.test_separation import adapted_frame
 
 CLASSES, TAIL, SEP = 4, 0.05, 1.5
@@ -119,3 +119,24 @@ def test_bad_input_and_degenerate_classes():
     x_bad = x.clone()
     x_bad[0, 0] = math.nan
     assert all(math.isnan(v) for v in separation_statistics(x_bad, y, CLASSES).values())
+
+
+def test_paired_deltas_cancel_the_shared_probe_noise():
+    x, y = mixture(400, 64)
+    gen = torch.Generator().manual_seed(5)
+    stats = {}
+    for name, feats in (
+        ("x", x),
+        ("2x", 2 * x),
+        ("noisy", x + 0.6 * torch.randn(x.shape, generator=gen)),
+    ):
+        halves: list[dict[str, float]] = []
+        stats[name] = (separation_statistics(feats, y, CLASSES, half_values=halves), halves)
+    same = paired_deltas(stats["x"], stats["2x"])  # the same layer, rescaled: no change at all
+    assert stats["x"][0][f"{FISHER_KEY}_se"] > 0.02
+    assert abs(same[f"delta_{FISHER_KEY}"]) < 1e-9 and same[f"delta_{FISHER_KEY}_se"] < 1e-9
+    worse = paired_deltas(stats["x"], stats["noisy"])
+    assert worse[f"delta_{FISHER_KEY}"] == pytest.approx(
+        stats["noisy"][0][FISHER_KEY] - stats["x"][0][FISHER_KEY]
+    )
+    assert worse[f"delta_{FISHER_KEY}"] < -2 * worse[f"delta_{FISHER_KEY}_se"]

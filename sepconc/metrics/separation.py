@@ -24,9 +24,12 @@ mean ``mu``, within-class traces ``t_c = E_c ||x - mu_c||^2``) the logged measur
 - ``<name>_se`` for every measure but ``fisher_insample``: the standard error at the probe
   size, from ``HALVES`` random class-stratified half-samples (delete-``N/2`` jackknife, Shao
   and Wu 1989: the variance of the half-sample values estimates the variance at size ``N``).
+  `paired_deltas` gives the change between two layers of the same probe with the standard
+  error of the change (the same halves for both layers: much smaller than either ``_se``).
 
 Everything is computed in float64 from the ``N x N`` Gram matrix of the centred features
-(accumulated over column chunks; no ``D x D`` matrix), cost ``O(N^2 D + N^3)``.
+(accumulated over column chunks on the features' device; no ``D x D`` matrix), then on the
+CPU from that matrix (the same numbers whatever the device), cost ``O(N^2 D + N^3)``.
 """
 
 from __future__ import annotations
@@ -70,13 +73,15 @@ def centred_gram(features: Tensor) -> Tensor:
 
 def separation_statistics(
     features: Tensor, labels: Tensor, num_classes: int, k: int = FISHER_K,
-    halves: int = HALVES, seed: int = 0,
+    halves: int = HALVES, seed: int = 0, half_values: list[dict[str, float]] | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """The layer-comparable measures of the module docstring, their ``_se``, ``fisher_insample``.
 
     features: (N, ...) flattened to (N, D); labels: (N,) integers in [0, num_classes).
     The Fisher key is ``fisher_k{k}``; ``halves`` = 0 skips the standard errors. Every present
-    class needs at least 4 samples (2 per fold), else the measures are NaN. Raises
+    class needs at least 4 samples (2 per fold), else the measures are NaN. ``half_values``,
+    if a list, receives the measures of each half-sample: the halves depend on the labels
+    and ``seed`` only, so two layers of the same probe share them (paired differences). Raises
     ValueError on malformed input; non-finite features give NaN everywhere.
     """
     x, y = _check_inputs(features, labels, num_classes, RIDGE, None)
@@ -85,8 +90,8 @@ def separation_statistics(
     if not bool(torch.isfinite(x).all()):
         keys = [*_keys(k), *(f"{m}_se" for m in _keys(k)), "fisher_insample"]
         return dict.fromkeys(keys, math.nan)
-    gram = centred_gram(x)
-    present, idx = torch.unique(y, return_inverse=True)
+    gram = centred_gram(x).cpu()  # the O(N^2 D) part on the features' device, the rest on CPU
+    present, idx = torch.unique(y.cpu(), return_inverse=True)
     gen = torch.Generator().manual_seed(seed)
     out = _measures(gram, idx, present.numel(), k, gen)
     out["fisher_insample"] = _insample_fisher(gram, idx, present)
@@ -95,6 +100,8 @@ def separation_statistics(
         for key in _keys(k):
             column = torch.tensor([v[key] for v in values], dtype=torch.float64)
             out[f"{key}_se"] = float(column.std()) if halves > 1 else math.nan
+        if half_values is not None:
+            half_values.extend(values)
     return out
 
 
@@ -201,3 +208,22 @@ def _insample_fisher(gram: Tensor, idx: Tensor, present: Tensor) -> float:
     rr, rm, mm, lam, coords = dual_from_gram(lifted, n)
     stats = _assemble(rr, rm, mm, lam, coords, idx, counts, present, RIDGE, None, RTOL)
     return stats["fisher"]
+
+
+def paired_deltas(
+    before: tuple[dict[str, float], list[dict[str, float]]],
+    after: tuple[dict[str, float], list[dict[str, float]]],
+    keys: tuple[str, ...] = (FISHER_KEY, "ncm_acc", "within_rel"),
+) -> dict[str, float]:
+    """``delta_<key>`` = after - before and ``delta_<key>_se`` from the paired half-samples.
+
+    before, after: (`separation_statistics` result, its ``half_values``) of two layers of the
+    same probe with the same ``halves`` and ``seed`` (NaN SE with fewer than 2 halves).
+    """
+    out: dict[str, float] = {}
+    for key in keys:
+        out[f"delta_{key}"] = after[0][key] - before[0][key]
+        diffs = torch.tensor([b[key] - a[key] for a, b in zip(before[1], after[1], strict=True)],
+                             dtype=torch.float64)  # fmt: skip
+        out[f"delta_{key}_se"] = float(diffs.std()) if diffs.numel() > 1 else math.nan
+    return out
