@@ -111,7 +111,7 @@ def test_effects_compare_every_trial_at_the_common_epoch(runs):
     assert "relu: 57.50% (n=2)" in at1 and "softshrink: 63.50% (n=2)" in at1
     assert "89.00%" not in at1 and "77.00%" not in summary
     assert "at epoch 4 (only the 3 trials that reached it" in summary
-    assert "ncm_acc 92% +- 1.5%" in summary  # percent, like val_acc1, with its SE
+    assert "ncm_acc 92.00% +- 1.5%" in summary  # percent, like val_acc1, with its SE
 
 
 def test_best_per_group_reads_one_epoch_all_groups_reached(runs, tmp_path):

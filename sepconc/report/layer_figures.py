@@ -31,12 +31,11 @@ STAT_AXES = {  # statistic -> (panel title, y label); x: a feature, mu_y: its cl
                  r"$\mathrm{tr}(\Sigma_W^{-1}\,\Sigma_B)$, held out (log)"),
     "ncm_acc": ("nearest-class-mean accuracy, leave-one-out", "probe accuracy (%)"),
 }  # fmt: skip
-GUIDE = ("How to read: every measure is held out (a sample never counts in its own class "
-         "mean) and comparable across layers of any dimension; bars are +- 1 standard error "
-         "(half-samples).\nSeparation grows when the Fisher ratio and the NCM accuracy rise "
-         "by more than the bars; the shares weigh every direction alike, so the within share "
-         "can rise\nwhile the classes separate (spread grows along directions the means do "
-         "not differ in). See docs/statistics.md.")  # fmt: skip
+GUIDE = ("How to read: all four measures are held out and comparable across layers of any "
+         "dimension; classes separate where the Fisher ratio and the NCM accuracy rise. Bars: "
+         "+-1 standard error of each value;\na block's change from the layer before has its own, "
+         "smaller paired error (summary.txt: change). The shares weigh all directions alike: "
+         "the within share can rise while the classes separate.")  # fmt: skip
 COLORS = {"relu": "tab:red", "softshrink": "tab:blue", "absolute": "tab:green"}
 
 

@@ -131,8 +131,12 @@ def _layer_line(trial: Trial, layer: str) -> str:
     parts = []
     for stat in (FISHER_KEY, "within_rel", "between_rel", "ncm_acc"):
         value, se = trial.value(f"{layer}/{stat}"), trial.value(f"{layer}/{stat}_se")
-        unit = "%" if stat == "ncm_acc" else ""
-        parts.append(f"{stat} {value:.4g}{unit} +- {se:.2g}{unit}")
+        text = f"{value:.2f}%" if stat == "ncm_acc" else f"{value:.4g}"
+        parts.append(f"{stat} {text} +- {se:.2g}{'%' if stat == 'ncm_acc' else ''}")
+    delta = trial.last.get(f"{layer}/delta_{FISHER_KEY}")
+    if delta is not None:  # paired change from the layer before (sepconc.probes)
+        se = trial.value(f"{layer}/delta_{FISHER_KEY}_se")
+        parts.append(f"change of {FISHER_KEY} from the layer before {delta:+.4g} +- {se:.2g}")
     return ", ".join(parts)
 
 
