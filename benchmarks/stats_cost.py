@@ -6,7 +6,8 @@ rank 0 (`sepconc.probes`): the probe set (512 validation images) through the mod
 `separation_statistics` of the input and of every block's output, and the frame/projection
 diagnostics (`weight_diagnostics`). Epoch: 50 000 images, estimated from the mean time of
 `--steps` training steps of batch 128 on random CIFAR-shaped inputs (after one warm-up
-step), times ceil(50000 / 128). Prints each part's time and the ratio (target <= 2 %).
+step), times ceil(50000 / 128). Prints each part's time (the probe forward timed after one untimed warm-up pass, as in
+training, where it follows an epoch) and the ratio (target <= 2 %).
 
     python benchmarks/stats_cost.py [--threads 2] [--steps 3] [--probe 512] [--device cpu]
 """
@@ -77,6 +78,7 @@ def probe_parts(net, probe: int, device: torch.device) -> dict[str, float]:
         outs.update({k: torch.cat(v) for k, v in chunks.items()})
         return outs
 
+    features()  # warm-up: in training the probe runs after an epoch of the same model
     outs, parts = timed(features, device)
     times = {"probe forward": parts}
     for name, feats in outs.items():
