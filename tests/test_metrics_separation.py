@@ -46,6 +46,13 @@ def test_fisher_is_near_the_truth_and_flat_in_dimension(n):
     assert insample[1] > insample[0]  # the in-sample ratio does drift with D (the caveat)
 
 
+def test_small_probe_is_unbiased_on_average():
+    """N = 120 (60 per fold, K = 16): the Wishart factor (0.65 here) matters; mean of 12 probes."""
+    est = [separation_statistics(*mixture(120, 64, seed=s), CLASSES, halves=0)[FISHER_KEY]
+           for s in range(12)]  # fmt: skip
+    assert abs(sum(est) / len(est) - TRUTH) < 0.12 * TRUTH, est
+
+
 def test_standard_error_matches_the_spread_over_draws():
     """The half-sample SE is within a factor 2 of the spread over 6 independent probes."""
     draws = [separation_statistics(*mixture(300, 32, seed=s), CLASSES, halves=6)
