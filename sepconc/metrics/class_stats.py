@@ -1,4 +1,9 @@
-"""Class-separation statistics of a layer's output (separation and concentration, measured).
+"""In-sample class-separation statistics of a layer's output.
+
+The trainer logs the layer-comparable, held-out measures of `sepconc.metrics.separation`;
+of this module it logs only ``fisher`` as ``fisher_insample`` (CAVEAT: computed in up to
+``N - C`` dimensions on the same samples, its value depends mostly on ``N``, ``D`` and the
+ridge, so it does not compare layers; docs/statistics.md).
 
 For features ``Phi(x)`` flattened to ``X: (N, D)`` with labels ``y: (N,)``:
 
