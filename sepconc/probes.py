@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import Dataset
 
 from sepconc.data.types import labels_of, plain_images_of
-from sepconc.metrics import class_statistics_by_layer, frame_diagnostics, projection_diagnostics
+from sepconc.metrics import frame_diagnostics, projection_diagnostics
+from sepconc.metrics.separation import paired_deltas, separation_statistics
 from sepconc.model import SepConcNet
 
 PROBE_SEED = 1234  # fixed, not the run's seed: every run of a sweep probes the same images
@@ -45,16 +46,30 @@ def probe_set(dataset: Dataset, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 def block_statistics(
     net: SepConcNet, images: torch.Tensor, labels: torch.Tensor, classes: int, batch: int = 256
 ) -> dict[str, float]:
-    """Class statistics (`sepconc.metrics.class_stats`) of the input and every block's output."""
+    """Separation statistics of the input and every block's output, ``{layer}/{measure}``.
+
+    Measures and their ``_se`` standard errors: `sepconc.metrics.separation` (the same fixed
+    number of principal directions and the same half-sample seed for every layer). Every
+    block also gets ``delta_{fisher_k16, ncm_acc, within_rel}`` (+ ``_se``): its change from
+    the layer before, with the paired standard error of that change.
+    """
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
     outputs: dict[str, list[torch.Tensor]] = {"input": []}
     for start in range(0, len(images), batch):
         x = images[start : start + batch].to(device)
-        outputs["input"].append(x.flatten(1).cpu())
+        outputs["input"].append(x.flatten(1))
         for i, feats in enumerate(net.features(x), 1):
-            outputs.setdefault(f"block{i}", []).append(feats.flatten(1).cpu())
+            outputs.setdefault(f"block{i}", []).append(feats.flatten(1))
     net.train(was_training)
-    stacked = {name: torch.cat(chunks) for name, chunks in outputs.items()}
-    return class_statistics_by_layer(stacked, labels, classes)
+    out: dict[str, float] = {}
+    previous = None
+    for name, chunks in outputs.items():
+        halves: list[dict[str, float]] = []
+        stats = separation_statistics(torch.cat(chunks), labels, classes, half_values=halves)
+        if previous is not None:  # change from the layer before, with its paired SE
+            stats.update(paired_deltas(previous, (stats, halves)))
+        out.update({f"{name}/{key}": value for key, value in stats.items()})
+        previous = (stats, halves)
+    return out

@@ -138,7 +138,8 @@ def test_run_report(sweep, tmp_path):
     check_png(tmp_path / "layer_stats.png")
     summary = (tmp_path / "summary.txt").read_text()
     assert f"{EPOCHS} epochs" in summary
-    assert all(f"  {layer}: within_rel" in summary for layer in ("input", "block1", "block2"))
+    assert all(f"  {layer}: fisher_k16" in summary for layer in ("input", "block1", "block2"))
+    assert summary.count("change of fisher_k16 from the layer before") == 2  # block1, block2
 
     from mlflow.tracking import MlflowClient
 

@@ -59,8 +59,8 @@ def make_sweep(runs, trials: dict = TRIALS) -> None:
         log_params(client, run, {**BASE, "non_linearity": nonlin, "frame_width": width})
         for epoch, acc in enumerate(accs, 1):
             stats = {f"{layer}/{k}": v for layer in ("input", "block1") for k, v in
-                     {"within_rel": 0.5, "between_rel": 0.5, "fisher": acc / 10,
-                      "ncm_acc": acc}.items()}  # fmt: skip
+                     {"within_rel": 0.5, "between_rel": 0.5, "fisher_k16": acc / 10,
+                      "ncm_acc": acc, "ncm_acc_se": 1.5, "fisher_k16_se": 0.2}.items()}  # fmt: skip
             log_report(client, run, {"val_acc1": acc, "best_val_acc1": max(accs[:epoch]),
                                      "epoch": epoch, **stats}, step=epoch)  # fmt: skip
         client.set_terminated(run, "FINISHED")
@@ -111,7 +111,7 @@ def test_effects_compare_every_trial_at_the_common_epoch(runs):
     assert "relu: 57.50% (n=2)" in at1 and "softshrink: 63.50% (n=2)" in at1
     assert "89.00%" not in at1 and "77.00%" not in summary
     assert "at epoch 4 (only the 3 trials that reached it" in summary
-    assert "ncm_acc 92.00%" in summary  # percent, like val_acc1
+    assert "ncm_acc 92.00% +- 1.5%" in summary  # percent, like val_acc1, with its SE
 
 
 def test_best_per_group_reads_one_epoch_all_groups_reached(runs, tmp_path):
@@ -121,7 +121,7 @@ def test_best_per_group_reads_one_epoch_all_groups_reached(runs, tmp_path):
         "relu": "t0",
         "softshrink": "t3",
     }
-    assert groups["relu"].history["block1/fisher"][-1] == (4, 9.0)  # fetched for the figure
+    assert groups["relu"].history["block1/fisher_k16"][-1] == (4, 9.0)  # fetched for the figure
 
     only_early = {k: v for k, v in TRIALS.items() if k != "t3"}
     make_sweep(tmp_path / "early", only_early)
@@ -147,6 +147,7 @@ def test_compare_shows_final_and_common_epoch_metric(runs, capsys):
     assert rows["t2"]["val_acc1_at_epoch1"] == 62.0 and rows["t2"]["final_val_acc1"] == 62.0
     assert rows["t0"]["val_acc1_at_epoch1"] == 60.0 and rows["t0"]["final_val_acc1"] == 90.0
     assert rows["t0"]["block1_ncm_acc"] == 90.0  # percent, beside the accuracies
+    assert rows["t0"]["block1_fisher_k16"] == 9.0 and rows["t0"]["block1_ncm_acc_se"] == 1.5
 
     from sepconc.cli import main
 

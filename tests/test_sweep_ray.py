@@ -105,7 +105,7 @@ def history(client, run_id: str, key: str = "val_acc1") -> list[tuple[int, float
 
 def assert_steps(client, run) -> int:
     """Steps of the per-epoch history are exactly 1..k; returns k."""
-    for key in ("val_acc1", "train_loss", "epoch", "block1/fisher"):
+    for key in ("val_acc1", "train_loss", "epoch", "block1/fisher_k16"):
         steps = [s for s, _, _ in history(client, run.info.run_id, key)]
         assert steps == list(range(1, len(steps) + 1)), f"{key} steps {steps}"
     epochs = history(client, run.info.run_id, "epoch")
@@ -319,7 +319,7 @@ def test_best_export_retrains_the_trial_epoch_for_epoch(tmp_path):
                     timeout=240))  # fmt: skip
     rows = [json.loads(line) for line in (retrain / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    for key in ("train_loss", "train_acc1", "val_loss", "val_acc1", "block1/fisher"):
+    for key in ("train_loss", "train_acc1", "val_loss", "val_acc1", "block1/fisher_k16"):
         trial_values = [v for _, v, _ in history(client, trial.info.run_id, key)]
         retrain_values = [r[key] for r in rows]
         print(key, "trial", trial_values, "retrain", retrain_values)

@@ -10,12 +10,15 @@ from sepconc.metrics.diagnostics import (
     projection_diagnostics,
     target_atom_norm,
 )
+from sepconc.metrics.separation import FISHER_KEY, separation_statistics
 
 __all__ = [
+    "FISHER_KEY",
     "class_statistics",
     "class_statistics_by_layer",
     "frame_diagnostics",
     "projection_diagnostics",
+    "separation_statistics",
     "target_atom_norm",
     "topk_correct",
 ]

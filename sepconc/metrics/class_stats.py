@@ -1,4 +1,9 @@
-"""Class-separation statistics of a layer's output (separation and concentration, measured).
+"""In-sample class-separation statistics of a layer's output.
+
+The trainer logs the layer-comparable, held-out measures of `sepconc.metrics.separation`;
+of this module it logs only ``fisher`` as ``fisher_insample`` (CAVEAT: computed in up to
+``N - C`` dimensions on the same samples, its value depends mostly on ``N``, ``D`` and the
+ridge, so it does not compare layers; docs/statistics.md).
 
 For features ``Phi(x)`` flattened to ``X: (N, D)`` with labels ``y: (N,)``:
 
@@ -191,6 +196,11 @@ def _dual(x: Tensor, idx: Tensor, counts: Tensor):
         z = buf[:, : cols.shape[1]]
         _centre_into(z, cols, idx, counts)
         gram.addmm_(z, z.T)
+    return dual_from_gram(gram, n)
+
+
+def dual_from_gram(gram: Tensor, n: int):
+    """`_dual`'s returns from the (N + C') x (N + C') float64 Gram matrix of ``Z = [R; M]``."""
     k_r, rm, mm = gram[:n, :n], gram[:n, n:], gram[n:, n:]
     w, u = torch.linalg.eigh(k_r)
     w, u = w.flip(0), u.flip(1)

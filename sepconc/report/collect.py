@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from sepconc.errors import UserError
+from sepconc.metrics.separation import FISHER_KEY
 from sepconc.tracking.epochs import common_epoch, comparison_epochs
 from sepconc.tracking.read import (
     Trial,
@@ -33,8 +34,8 @@ from sepconc.tracking.read import (
 )
 from sepconc.yamlio import load_yaml
 
-#: Per-layer class statistics drawn by the report (`sepconc.metrics.class_stats`).
-LAYER_STATS = ("within_rel", "between_rel", "fisher")
+#: Per-layer statistics drawn by the report (`sepconc.metrics.separation`), each with `_se`.
+LAYER_STATS = ("within_rel", "between_rel", FISHER_KEY)
 _LAYER = re.compile(r"^(input|block(\d+))/")
 
 
@@ -134,7 +135,7 @@ def best_per_group(record: SweepRecord, key: str = "non_linearity",
 
 def layer_keys(metrics: dict[str, float] | list[str]) -> list[str]:
     """Keys of the per-layer statistics the report draws (and NCM accuracy), layer by layer."""
-    stats = (*LAYER_STATS, "ncm_acc")
+    stats = [f"{s}{e}" for s in (*LAYER_STATS, "ncm_acc") for e in ("", "_se")]
     return [f"{layer}/{stat}" for layer in layers_of(metrics) for stat in stats
             if f"{layer}/{stat}" in metrics]  # fmt: skip
 

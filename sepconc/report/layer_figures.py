@@ -1,9 +1,10 @@
 """Per-layer class statistics figures: a sweep's best trial per non-linearity, or one run.
 
 Four panels over the layers (input, block1, block2, ...): within-class share, between-class
-share, Fisher ratio (log) and nearest-class-mean accuracy (%), on the trainer's fixed probe
-set (`sepconc.metrics.class_stats`). A reading guide under the panels says how the shares
-and the Fisher ratio relate (the within share can rise while the classes separate better).
+share, cross-fitted Fisher ratio in a fixed number of leading principal directions (log) and
+leave-one-out nearest-class-mean accuracy (%), on the trainer's fixed probe set
+(`sepconc.metrics.separation`), each with +- 1 standard error bars. A reading guide under
+the panels says how to read them (the within share can rise while the classes separate).
 Sweep trials are drawn at one epoch they all logged statistics at, never at their own
 last epochs.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
+from sepconc.metrics.separation import FISHER_K, FISHER_KEY
 from sepconc.report.collect import SweepRecord, Trial, best_per_group, layers_of
 from sepconc.report.style import STYLE, save
 from sepconc.tracking.epochs import common_epoch
@@ -25,14 +27,15 @@ STAT_AXES = {  # statistic -> (panel title, y label); x: a feature, mu_y: its cl
     "within_rel": ("within-class share (concentration: lower)",
                    r"$\mathbb{E}\,\|x-\mu_y\|^2\ /\ $" + _TOTAL),
     "between_rel": ("between-class share", r"$\mathbb{E}\,\|\mu_y-\mu\|^2\ /\ $" + _TOTAL),
-    "fisher": ("Fisher ratio (separation: higher)", r"$\mathrm{tr}(\Sigma_W^{+}\,\Sigma_B)$ (log)"),
-    "ncm_acc": ("nearest-class-mean accuracy", "probe accuracy (%)"),
+    FISHER_KEY: (f"Fisher ratio in {FISHER_K} leading PCs, cross-fitted (separation: higher)",
+                 r"$\mathrm{tr}(\Sigma_W^{-1}\,\Sigma_B)$, held out (log)"),
+    "ncm_acc": ("nearest-class-mean accuracy, leave-one-out", "probe accuracy (%)"),
 }  # fmt: skip
-GUIDE = ("How to read: the two shares split the total variance " + _TOTAL + " (they sum to 1) "
-         "and weigh every direction alike; the Fisher ratio\nweighs the class-mean differences "
-         r"by the within-class spread along them ($\Sigma_W^{+}$). So the within share can rise "
-         "while the classes separate better\n(spread grows along directions the means do not "
-         "differ in): read separation from the Fisher ratio and the NCM accuracy.")  # fmt: skip
+GUIDE = ("How to read: all four measures are held out and comparable across layers of any "
+         "dimension; classes separate where the Fisher ratio and the NCM accuracy rise. Bars: "
+         "+-1 standard error of each value;\na block's change from the layer before has its own, "
+         "smaller paired error (summary.txt: change). The shares weigh all directions alike: "
+         "the within share can rise while the classes separate.")  # fmt: skip
 COLORS = {"relu": "tab:red", "softshrink": "tab:blue", "absolute": "tab:green"}
 
 
@@ -41,7 +44,7 @@ def _panels(fig: Figure) -> dict:
     for ax, (stat, (title, ylabel)) in zip(axes, STAT_AXES.items(), strict=True):
         ax.set_title(title)
         ax.set_ylabel(ylabel)
-        if stat == "fisher":
+        if stat == FISHER_KEY:
             ax.set_yscale("log")
             plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
             ax.yaxis.set_major_formatter(plain)
@@ -69,6 +72,13 @@ def _values(trial: Trial, layers: list[str], stat: str, epoch: int | None) -> li
     if epoch is None:
         return [trial.value(f"{layer}/{stat}") for layer in layers]
     return [trial.at(f"{layer}/{stat}", epoch) for layer in layers]
+
+
+def _draw(ax, trial: Trial, layers: list[str], stat: str, epoch: int | None, **style) -> None:
+    """`stat` per layer with +- 1 standard error bars (none where `<stat>_se` was not logged)."""
+    values = _values(trial, layers, stat, epoch)
+    errors = [0.0 if math.isnan(e) else e for e in _values(trial, layers, f"{stat}_se", epoch)]
+    ax.errorbar(layers, values, yerr=errors, marker="o", linewidth=2, capsize=4, **style)
 
 
 def stats_epoch(trials: list[Trial], at_most: int | None) -> int | None:
@@ -100,8 +110,8 @@ def layer_stats(record: SweepRecord, path: Path, metric: str = "val_acc1") -> Pa
             label = (f"{group}: {trial.name} ({metric} {trial.at(metric, chosen_at):.1f}% "
                      f"at epoch {chosen_at}; ran {trial.epochs} epochs)")  # fmt: skip
             for stat, ax in panels.items():
-                ax.plot(layers, _values(trial, layers, stat, epoch), marker="o", linewidth=2,
-                        color=COLORS.get(group, f"C{k}"), label=label)  # fmt: skip
+                _draw(ax, trial, layers, stat, epoch, color=COLORS.get(group, f"C{k}"),
+                      label=label)  # fmt: skip
         if epoch is None:
             panels["within_rel"].text(0.5, 0.5, "no epoch with statistics in every group",
                                       ha="center", transform=panels["within_rel"].transAxes)  # fmt: skip
@@ -123,8 +133,7 @@ def run_layer_history(trial: Trial, path: Path) -> Path:
         for k, epoch in enumerate(epochs):
             color = cmap(k / max(len(epochs) - 1, 1))
             for stat, ax in panels.items():
-                ax.plot(layers, _values(trial, layers, stat, epoch), marker="o", color=color,
-                        linewidth=2, label=f"epoch {epoch}")  # fmt: skip
+                _draw(ax, trial, layers, stat, epoch, color=color, label=f"epoch {epoch}")
         _finish(fig, panels, ncols=min(len(epochs), 6) or 1)
         fig.suptitle(f"Run {trial.name}: class statistics per layer, by epoch (probe set)")
         return save(fig, path)

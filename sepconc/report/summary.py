@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sepconc.metrics.separation import FISHER_KEY
 from sepconc.report.collect import SweepRecord, Trial, is_continuous, layers_of, ordered_values
 
 
@@ -82,10 +83,7 @@ def format_summary(record: SweepRecord, metric: str = "val_acc1") -> str:
     layers = layers_of(best.last)
     if layers:
         last = layers[-1]
-        lines.append(f"  {last} at epoch {best.epochs}: fisher {best.value(f'{last}/fisher'):.4g}, "
-                     f"within_rel {best.value(f'{last}/within_rel'):.3f}, between_rel "
-                     f"{best.value(f'{last}/between_rel'):.3f}, ncm_acc "
-                     f"{_pct(best.value(f'{last}/ncm_acc'))}")  # fmt: skip
+        lines.append(f"  {last} at epoch {best.epochs}: {_layer_line(best, last)}")
     lines += ["", *_effect_lines(record, metric)]
     return "\n".join(lines)
 
@@ -124,10 +122,22 @@ def format_run_summary(trial: Trial, metric: str = "val_acc1") -> str:
     lines = [f"run {trial.run_id} ({trial.name}, {trial.status}): {trial.epochs} epochs, "
              f"final {metric} {_pct(trial.value(metric))}; per layer at epoch {trial.epochs}:"]  # fmt: skip
     for layer in layers_of(trial.last):
-        stats = ", ".join(f"{s} {trial.value(f'{layer}/{s}'):.4g}"
-                          for s in ("within_rel", "between_rel", "fisher"))  # fmt: skip
-        lines.append(f"  {layer}: {stats}, ncm_acc {_pct(trial.value(f'{layer}/ncm_acc'))}")
+        lines.append(f"  {layer}: {_layer_line(trial, layer)}")
     return "\n".join(lines)
+
+
+def _layer_line(trial: Trial, layer: str) -> str:
+    """The layer-comparable measures of `layer` at the run's last epoch, each +- its SE."""
+    parts = []
+    for stat in (FISHER_KEY, "within_rel", "between_rel", "ncm_acc"):
+        value, se = trial.value(f"{layer}/{stat}"), trial.value(f"{layer}/{stat}_se")
+        text = f"{value:.2f}%" if stat == "ncm_acc" else f"{value:.4g}"
+        parts.append(f"{stat} {text} +- {se:.2g}{'%' if stat == 'ncm_acc' else ''}")
+    delta = trial.last.get(f"{layer}/delta_{FISHER_KEY}")
+    if delta is not None:  # paired change from the layer before (sepconc.probes)
+        se = trial.value(f"{layer}/delta_{FISHER_KEY}_se")
+        parts.append(f"change of {FISHER_KEY} from the layer before {delta:+.4g} +- {se:.2g}")
+    return ", ".join(parts)
 
 
 def _pct(value: float) -> str:

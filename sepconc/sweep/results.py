@@ -13,6 +13,7 @@ from typing import Any
 
 from sepconc.config import FIELD_SECTION, Config
 from sepconc.errors import UserError
+from sepconc.metrics.separation import FISHER_KEY
 from sepconc.sweep.paths import read_meta
 from sepconc.sweep.reproduce import NOT_EXPORTED, run_settings
 from sepconc.sweep.spec import load_sweep
@@ -30,7 +31,8 @@ from sepconc.yamlio import dump_yaml, load_yaml
 
 
 def _last_block(metrics: dict[str, float]) -> str | None:
-    blocks = sorted({k.split("/")[0] for k in metrics if k.startswith("block") and "/fisher" in k})
+    key = f"/{FISHER_KEY}"
+    blocks = sorted({k.split("/")[0] for k in metrics if k.startswith("block") and k.endswith(key)})
     return blocks[-1] if blocks else None
 
 
@@ -86,8 +88,9 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
         row[f"best_{metric}"] = score(trial, metric, mode)
         block = _last_block(trial.last)
         if block:  # separation/concentration of the last block at the last epoch
-            for stat in ("fisher", "within_rel", "ncm_acc"):
+            for stat in (FISHER_KEY, "within_rel", "ncm_acc"):
                 row[f"{block}_{stat}"] = trial.value(f"{block}/{stat}")
+                row[f"{block}_{stat}_se"] = trial.value(f"{block}/{stat}_se")
         row["run_id"] = trial.run_id
         rows.append(row)
     return rows
