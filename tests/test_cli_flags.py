@@ -121,7 +121,10 @@ def test_each_flag_comes_from_its_field():
     assert {a.dest for a in found.values()} >= set(flagged)
     for name in flagged:
         action = found[flag_names(name)[0]]
-        assert action.dest == name and action.help.startswith(docs[name].replace("%", "%%"))
+        doc = docs[name].replace("%", "%%")
+        if isinstance(action, argparse._StoreFalseAction):  # `--no-X` says what it switches off
+            doc = f"switch off (on by default): {doc[0].lower()}{doc[1:]}"
+        assert action.dest == name and action.help.startswith(doc)
         if defaults[name] not in (None, True, False) and "(default" not in docs[name]:
             shown = defaults[name][0] if isinstance(defaults[name], list) else defaults[name]
             assert f"(default: {shown})" in action.help, name

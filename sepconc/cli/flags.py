@@ -61,7 +61,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         options: dict = {"dest": name}
         if kind == "bool":
             options["action"] = "store_false" if default else "store_true"
-            text += " (on by default; this flag turns it off)" if default else ""
+            if default:  # `--no-X`: the help says what the flag switches off, not the field
+                text = f"switch off (on by default): {text[0].lower()}{text[1:]}"
         else:
             options["type"] = TYPES[kind]
             if kind == "int list":
