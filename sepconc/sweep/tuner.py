@@ -32,7 +32,7 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | No
         return tune.Tuner.restore(paths.under("tune", spec.name), trainable,
                                   resume_errored=resume == "retry",
                                   restart_errored=resume == "restart")  # fmt: skip
-    return _new_tuner(spec, paths, meta, trainable)
+    return _new_tuner(spec, paths, meta, trainable, fixed)
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
@@ -48,7 +48,7 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
     return {"CPU": 0, "memory": 1}
 
 
-def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
+def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed: dict):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -67,7 +67,7 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
     callbacks = [
         MlflowSweepCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
                             spec.name, spec.base, spec.epochs, sched, spec.workers,
-                            spec.gpus_per_worker),
+                            spec.gpus_per_worker, fixed),
         ProgressCallback(spec.metric, trial_count(spec), spec.epochs, sched),
     ]  # fmt: skip
     return tune.Tuner(
