@@ -226,3 +226,42 @@ def test_a_train_run_holds_the_same_record(store, tmp_path, monkeypatch):
     assert run.data.tags["sepconc.data.name"] == "synthetic"
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags[TAG_EXPERIMENT_KIND] == MODEL_TRAINING
+
+
+def test_system_metrics_are_sampled_into_the_trial_run(store, monkeypatch):
+    """`tracking: {system_metrics: true}`: the trial process finds its child run and runs
+    MLflow's own sampler on it while it trains."""
+    import time
+
+    import ray  # noqa: F401 - puts Ray's bundled psutil on the path, as in a trial process
+
+    from sepconc.sweep.trial import system_metrics
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    client = open_client(store)
+    exp = experiment_id(client, "sampled", None)
+    run = client.create_run(exp, tags={"sepconc.trial_id": "t7", "sepconc.sweep": "s"})
+    target = {"uri": store, "experiment_id": exp, "sweep": "s"}
+    with system_metrics(target, "t7", wait_s=5):
+        time.sleep(1.0)
+    keys = set(client.get_run(run.info.run_id).data.metrics)
+    assert (
+        "system/cpu_utilization_percentage" in keys
+        and "system/system_memory_usage_megabytes" in keys
+    )
+    assert all(is_documented_metric(k) for k in keys)
+    with system_metrics(None, "t7"):  # off: nothing is looked up
+        pass
+
+
+@pytest.mark.parametrize(("value", "problem"), [("yes", None), ("1", "must be bool")])
+def test_the_sweep_file_switches_system_metrics_on(tmp_path, value, problem):
+    from sepconc.errors import UserError
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP + f"tracking: {{system_metrics: {value}}}\n")
+    if problem is None:
+        assert load_sweep(path).tracking == {"system_metrics": True}
+    else:
+        with pytest.raises(UserError, match=r"tracking\.system_metrics must be bool, got 1"):
+            load_sweep(path)

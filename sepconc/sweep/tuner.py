@@ -25,7 +25,11 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | No
              "train_storage": paths.under("train", spec.name),
              "trials_dir": paths.under("trials", spec.name) if paths.local_storage else None,
              "cache_dir": paths.under("cache"),
-             "restart_errored": resume == "restart"}  # fmt: skip
+             "restart_errored": resume == "restart",
+             # `tracking: {system_metrics: true}`: each trial samples its node into its run
+             "system_metrics": {"uri": meta["tracking_uri"], "experiment_id": meta["experiment_id"],
+                                "sweep": spec.name}
+             if spec.tracking.get("system_metrics") else None}  # fmt: skip
     trainable = tune.with_parameters(run_trial, sweep=fixed)
     trainable = tune.with_resources(trainable, trial_resources(spec))
     if resume:
