@@ -10,6 +10,7 @@ runs, sends one HTTP call per key and opens duplicate runs after a restore:
   ASHA rung where a trial stopped, the nodes its workers ran on;
 - the trial's whole resolved config (`trial_config`) as params and `config.yaml`, the
   reproducibility tags and, with local storage, its `data.json` (`sepconc.tracking.record`);
+- the final checkpoint's path as tag `sepconc.checkpoint` (`sepconc.tracking.models`);
 - only sepconc's documented metrics (`store.is_documented_metric`): Ray's bookkeeping
   keys (pid, timestamp, training_iteration, ...) are dropped.
 """
@@ -27,6 +28,7 @@ from ray.tune import Callback
 
 from sepconc.errors import UserError, clean_reason, fit_line
 from sepconc.sweep.space import describe
+from sepconc.tracking.models import TAG_CHECKPOINT, final_checkpoint
 from sepconc.tracking.record import log_config, log_data_identity, reproducibility_tags
 from sepconc.tracking.store import (
     PARENT,
@@ -232,6 +234,9 @@ class MlflowSweepCallback(Callback):
         self.client.set_tag(run_id, TAG_STATUS, status)
         if rung is not None:
             self.client.set_tag(run_id, TAG_RUNG, str(rung))
+        checkpoint = final_checkpoint(self._trial_folder(trial), trial)
+        if checkpoint:  # the trained model, kept in the sweep's storage
+            self.client.set_tag(run_id, TAG_CHECKPOINT, checkpoint)
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
