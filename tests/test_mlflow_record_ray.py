@@ -9,7 +9,9 @@
 - no metric key outside sepconc's documented list (no `training_iteration`, `pid`, ...),
   and MLflow's `system/...` metrics are there;
 - the experiment's kind is model training; parent and children carry the reproducibility
-  tags; the parent the sweep's description and file.
+  tags; the parent the sweep's description and file;
+- each trial's run names its final checkpoint; `best --register` registers the best
+  trial's model, which `mlflow.pytorch.load_model` loads with the checkpoint's logits.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow.pytorch
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 from sepconc.config import Config
+from sepconc.tracking.models import TAG_CHECKPOINT, model_from_checkpoint
 from sepconc.tracking.store import is_documented_metric
 from sepconc.yamlio import load_yaml
 from tests import helpers
@@ -83,6 +88,7 @@ def test_a_real_sweep_record_is_complete_and_reruns(tmp_path):
         assert run.data.tags["sepconc.data.name"] == "synthetic"
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "data.json"} <= artifacts
+        assert Path(run.data.tags[TAG_CHECKPOINT]) == folder / "checkpoints" / "epoch_0002.pt"
 
     run = children[0]
     config = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
@@ -93,3 +99,14 @@ def test_a_real_sweep_record_is_complete_and_reruns(tmp_path):
     (logged,) = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")
                  if m.step == 1]  # fmt: skip
     assert first_loss(again) == pytest.approx(logged, rel=1e-6, abs=0)
+
+    proc = helpers.launch("best", "rec", "--register", "recnet", "--runs-dir", runs,
+                          cwd=tmp_path, env=helpers.launch_env(), timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best_id = proc.stdout.split("registered ")[0].split()[-1]
+    mlflow.set_tracking_uri(f"sqlite:///{runs / 'mlflow.db'}")
+    loaded = mlflow.pytorch.load_model("models:/recnet/1").eval()
+    net, _ = model_from_checkpoint(client.get_run(best_id).data.tags[TAG_CHECKPOINT])
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x), rtol=1e-5, atol=1e-6)
