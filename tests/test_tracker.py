@@ -62,7 +62,8 @@ def test_python_api_logs_the_same_run_as_the_command_line(workdir):
     assert api == cli
     assert api["status"] == "FINISHED" and api["name"] == "run"
     assert api["steps"]["val_acc1"] == [1, 2] and result.epochs_done == 2
-    assert api["tags"]["sepconc.kind"] == "train" and api["artifacts"] == ["data.json"]
+    assert api["tags"]["sepconc.kind"] == "train"
+    assert api["artifacts"] == ["config.yaml", "data.json"]
     assert api["params"]["seed"] == "3" and api["params"]["tracking_uri"] == uri
 
 

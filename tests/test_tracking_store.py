@@ -109,8 +109,8 @@ class _LateClient:
         self.looks += 1
         return None if self.looks == 1 else self.client.get_experiment_by_name(name)
 
-    def create_experiment(self, name, artifact_location=None):
-        return self.client.create_experiment(name, artifact_location=artifact_location)
+    def create_experiment(self, name, artifact_location=None, tags=None):
+        return self.client.create_experiment(name, artifact_location=artifact_location, tags=tags)
 
 
 def test_the_process_losing_the_experiment_race_gets_the_winners_id(tmp_path):

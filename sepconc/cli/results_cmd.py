@@ -18,6 +18,9 @@ def register(sub) -> None:
     b.add_argument("name")
     b.add_argument("-k", type=int, default=1, help="how many trials (default 1)")
     b.add_argument("--out", help="write the best trial's config here (YAML)")
+    b.add_argument("--register", metavar="MODEL",
+                   help="log the best trial's model as an MLflow PyTorch model and register "
+                        "it as MODEL in the store's model registry")  # fmt: skip
     b.add_argument("--runs-dir", default="runs")
     b.set_defaults(func=run_best)
 
@@ -56,4 +59,12 @@ def run_best(args: argparse.Namespace) -> int:
     if args.out:
         export_config(args.name, rows[0]["run_id"], Path(args.out), args.runs_dir)
         print(f"wrote {args.out}: retrain with `python launch.py train --config {args.out}`")
+    if args.register:
+        from sepconc.sweep.paths import read_meta
+        from sepconc.tracking.models import best_model
+
+        uri = read_meta(args.name, args.runs_dir)["tracking_uri"]
+        model_uri, version = best_model(uri, rows[0]["run_id"], args.register)
+        print(f"registered {model_uri} as {args.register} version {version}: "
+              f"mlflow.pytorch.load_model('models:/{args.register}/{version}')")  # fmt: skip
     return 0

@@ -7,7 +7,12 @@ runs, sends one HTTP call per key and opens duplicate runs after a restore:
 - one batched call per report, `step=epoch`; an epoch already logged (a retried
   trial re-reporting from its checkpoint) is not logged twice;
 - tags: sweep, trial id, status (running/completed/early_stopped/failed), the
-  ASHA rung where a trial stopped, the nodes its workers ran on.
+  ASHA rung where a trial stopped, the nodes its workers ran on;
+- the trial's whole resolved config (`trial_config`) as params and `config.yaml`, the
+  reproducibility tags and, with local storage, its `data.json` (`sepconc.tracking.record`);
+- the final checkpoint's path as tag `sepconc.checkpoint` (`sepconc.tracking.models`);
+- only sepconc's documented metrics (`store.is_documented_metric`): Ray's bookkeeping
+  keys (pid, timestamp, training_iteration, ...) are dropped.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sepconc.errors import clean_reason, fit_line
-from sepconc.sweep.reproduce import resolved_trial_config
+from sepconc.errors import UserError, clean_reason, fit_line
 from sepconc.sweep.space import describe
+from sepconc.tracking.models import TAG_CHECKPOINT, final_checkpoint
+from sepconc.tracking.record import log_config, log_data_identity, reproducibility_tags
 from sepconc.tracking.store import (
     PARENT,
     TAG_KIND,
@@ -34,7 +40,6 @@ from sepconc.tracking.store import (
     TAG_SWEEP,
     TAG_TRIAL,
     last_logged_step,
-    log_params,
     log_report,
     tracking_client,
 )
@@ -65,8 +70,12 @@ def completion(last: int, target: int, scheduler: dict[str, Any]) -> tuple[str, 
 class MlflowSweepCallback(Callback):
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str,
                  base: dict[str, Any], epochs: int, scheduler: dict[str, Any],
-                 workers: int = 1, gpus_per_worker: float = 0):  # fmt: skip
+                 workers: int = 1, gpus_per_worker: float = 0,
+                 fixed: dict[str, Any] | None = None):  # fmt: skip
+        """`fixed`: what the trials are given for the whole sweep (`tuner.build_tuner`'s
+        dict: checkpoint cadence, trial folders, cache); without it, the defaults."""
         self.workers, self.gpus_per_worker = workers, gpus_per_worker
+        self.fixed = fixed
         self.uri, self.experiment_id, self.parent = uri, experiment_id, parent_run_id
         self.sweep, self.base, self.epochs, self.scheduler = sweep, base, epochs, scheduler
         self._client = None
@@ -75,11 +84,12 @@ class MlflowSweepCallback(Callback):
         self._last_epoch: dict[str, int] = {}
         self._pending: deque = deque()
         self._down_since, self._next_retry = 0.0, 0.0
+        self._data_logged: set[str] = set()  # run ids whose data.json is logged
 
     def __getstate__(self):  # pickled into Tune's experiment state: drop live objects
         state = self.__dict__.copy()
         state.update(_client=None, _runs={}, _logged={}, _last_epoch={}, _pending=deque(),
-                     _down_since=0.0, _next_retry=0.0)  # fmt: skip
+                     _down_since=0.0, _next_retry=0.0, _data_logged=set())  # fmt: skip
         return state
 
     @property
@@ -100,23 +110,49 @@ class MlflowSweepCallback(Callback):
             filter_string=f"tags.`{TAG_TRIAL}` = '{trial.trial_id}' and "
             f"tags.`{TAG_SWEEP}` = '{self.sweep}'",
         )
-        params = trial.config.get("params", {})
         if found:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             self._logged[run_id] = last_logged_step(self.client, run_id)
         else:
+            flat = self.trial_config(trial)
             tags = {PARENT: self.parent, TAG_KIND: "trial", TAG_SWEEP: self.sweep,
-                    TAG_TRIAL: trial.trial_id, TAG_STATUS: "running"}  # fmt: skip
+                    TAG_TRIAL: trial.trial_id, TAG_STATUS: "running",
+                    **reproducibility_tags(flat["device"], flat["num_workers"],
+                                           getattr(self, "gpus_per_worker", 0))}  # fmt: skip
             run = self.client.create_run(self.experiment_id, run_name=_run_name(trial), tags=tags)
             run_id = run.info.run_id
             # The trial's whole resolved config: `best --out` exports it for a retrain.
-            log_params(self.client, run_id, resolved_trial_config(
-                self.base, params, getattr(self, "workers", 1),
-                getattr(self, "gpus_per_worker", 0)))  # fmt: skip
+            log_config(self.client, run_id, flat)
             self._logged[run_id] = 0
         self._runs[trial.trial_id] = run_id
         return run_id
+
+    def trial_config(self, trial) -> dict[str, Any]:
+        """Every field of the trial's resolved config (`Config.to_flat()`): the config the
+        trial trains with (`trial.trial_flat`: base + its params + the sweep's run settings),
+        except that it is tracked (`tracking: true` in this store, as its run shows): the
+        `config.yaml` artifact then retrains it as a tracked `train` run."""
+        from sepconc.config import Config
+        from sepconc.sweep.trial import trial_flat
+
+        # getattr: a callback restored from the Tune state of an older sepconc lacks them
+        workers, gpus = getattr(self, "workers", 1), getattr(self, "gpus_per_worker", 0)
+        fixed = getattr(self, "fixed", None) or {
+            "base": self.base, "workers": workers, "gpus_per_worker": gpus,
+            "checkpoint_every": 1, "checkpoint_keep": 2, "trials_dir": None}  # fmt: skip
+        flat = trial_flat(trial.config, fixed, trial.trial_id)
+        flat.update(tracking=True, tracking_uri=self.uri)
+        try:
+            return Config.from_flat(flat, where=f"trial {trial.trial_id}").to_flat()
+        except UserError:  # the trial fails on it too (and says why): record what it was given
+            return flat
+
+    def _trial_folder(self, trial):
+        from pathlib import Path
+
+        folder = (getattr(self, "fixed", None) or {}).get("trials_dir")
+        return Path(folder) / trial.trial_id if folder else None
 
     # Every MLflow operation goes through a FIFO: when the tracking server is down, the
     # operations wait in memory, in order, and are sent when it answers again (checked at
@@ -176,6 +212,15 @@ class MlflowSweepCallback(Callback):
         tags = {TAG_NODES: result["sepconc_nodes"]} if "sepconc_nodes" in result else None
         log_report(self.client, run_id, result, step=epoch, tags=tags, timestamp_ms=stamp)
         self._logged[run_id] = epoch
+        self._log_data(trial, run_id)
+
+    def _log_data(self, trial, run_id: str) -> None:
+        """The trial folder's `data.json` (written before its first report), once per run."""
+        folder = self._trial_folder(trial)
+        done = self.__dict__.setdefault("_data_logged", set())
+        if run_id not in done and folder is not None:
+            if log_data_identity(self.client, run_id, folder / "data.json"):
+                done.add(run_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = self._last_epoch.get(trial.trial_id)
@@ -189,6 +234,9 @@ class MlflowSweepCallback(Callback):
         self.client.set_tag(run_id, TAG_STATUS, status)
         if rung is not None:
             self.client.set_tag(run_id, TAG_RUNG, str(rung))
+        checkpoint = final_checkpoint(self._trial_folder(trial), trial)
+        if checkpoint:  # the trained model, kept in the sweep's storage
+            self.client.set_tag(run_id, TAG_CHECKPOINT, checkpoint)
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -203,7 +251,8 @@ class MlflowSweepCallback(Callback):
 
 
 def _run_name(trial) -> str:
-    return f"{trial.trial_id} {describe(trial.config.get('params', {}))}"[:250]
+    """The trial's swept values, then its id: `lr=0.01 non_linearity=relu (t00001)`."""
+    return f"{describe(trial.config.get('params', {}))} ({trial.trial_id})"[:250]
 
 
 def _error_line(trial) -> str:

@@ -15,7 +15,7 @@ scheduler: {type: asha, grace_period: 1, reduction_factor: 2, max_t: 6}   # or {
 resources: {workers_per_trial: 2, gpus_per_worker: 0, cpus_per_worker: 1, max_concurrent_trials: 1}
 failure: {max_retries: 1}
 checkpoint: {every: 1, keep: 2}
-tracking: {uri: null, experiment: null}
+tracking: {uri: null, experiment: null, system_metrics: false}   # true: MLflow's sampler per trial
 storage: null                   # default ./runs; a shared path or s3:// on a cluster
 ```
 Every error names the key path (`scheduler.grace_period`), the value and the fix,
@@ -53,7 +53,7 @@ SECTION_KEYS = {
                   "cpus_per_worker": (int, float), "max_concurrent_trials": int},
     "failure": {"max_retries": int},
     "checkpoint": {"every": int, "keep": int},
-    "tracking": {"uri": str, "experiment": str},
+    "tracking": {"uri": str, "experiment": str, "system_metrics": bool},
 }  # fmt: skip
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 METRICS = ("val_acc1", "val_acc5", "val_loss", "train_loss", "train_acc1")

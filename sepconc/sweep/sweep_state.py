@@ -117,10 +117,16 @@ def create_state(spec: SweepSpec, paths, uri: str, meta: dict[str, Any]) -> dict
 
 
 def parent_run(client, exp_id: str, spec: SweepSpec, meta_dir: Path) -> str:
-    """A new parent run for the sweep, with the sweep file attached."""
+    """A new parent run for the sweep, with the sweep file attached and the reproducibility
+    tags (`sepconc.tracking.record`: the trials' device and node layout)."""
+    from sepconc.sweep.reproduce import run_settings
+    from sepconc.tracking.record import reproducibility_tags
+
+    device = run_settings(spec.base, {}, spec.workers, spec.gpus_per_worker)["device"]
     run = client.create_run(exp_id, run_name=spec.name, tags={
         TAG_KIND: "sweep", TAG_SWEEP: spec.name, TAG_SWEEP_HASH: spec.content_hash,
-        "mlflow.note.content": spec.description})  # fmt: skip
+        "mlflow.note.content": spec.description,
+        **reproducibility_tags(device, spec.workers, spec.gpus_per_worker)})  # fmt: skip
     client.log_artifact(run.info.run_id, str(meta_dir / "sweep.yaml"))
     return run.info.run_id
 

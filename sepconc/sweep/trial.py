@@ -17,14 +17,20 @@ the driver's MLflow callback logs every epoch once.
 Tracking: a trial trains with `tracking: false`, i.e. `sepconc.tracking.tracker.NoTracker`.
 The driver's `MlflowSweepCallback` records every trial as a child run of the sweep from
 what the trial reports to Tune, so a trial is never logged twice (nor as a `train` run).
+With `tracking: {system_metrics: true}` the trial's process runs MLflow's own
+`SystemMetricsMonitor` on that child run (`system/...` metrics: CPU, memory, disk,
+network, GPU of the node the trial process runs on; every
+`MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL` seconds, 10 by default).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +44,20 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 def run_trial(tune_config: dict[str, Any], sweep: dict[str, Any]) -> None:
     """The Tune trainable. `sweep` holds what is fixed for the whole sweep (picklable)."""
     import ray.tune
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    with system_metrics(sweep.get("system_metrics"), trial_id):
+        if sweep["workers"] == 1:
+            return run_in_trial_process(tune_config, sweep, trial_id)
+        _fit_trainer(tune_config, sweep, trial_id)
+
+
+def _fit_trainer(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> None:
+    """A multi-worker trial: a TorchTrainer of `sweep["workers"]` DDP workers."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trial_id = ray.tune.get_context().get_trial_id()
-    if sweep["workers"] == 1:
-        return run_in_trial_process(tune_config, sweep, trial_id)
     flat = trial_flat(tune_config, sweep, trial_id)
     flat["restart"] = sweep.get("restart_errored", False)
     gpus = sweep["gpus_per_worker"]
@@ -65,6 +78,49 @@ def run_trial(tune_config: dict[str, Any], sweep: dict[str, Any]) -> None:
         ),
     )  # fmt: skip
     trainer.fit()
+
+
+@contextlib.contextmanager
+def system_metrics(target: dict[str, Any] | None, trial_id: str, wait_s: float = 60.0):
+    """While the block runs, MLflow's `SystemMetricsMonitor` samples this node into the
+    trial's child run (`target`: its store `uri`, `experiment_id` and `sweep`; the run is
+    found by its `sepconc.trial_id` tag, waiting up to `wait_s` for the driver to create
+    it). A no-op when `target` is None; a store problem is a warning, never the trial's
+    failure."""
+    monitor = None
+    if target:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            run_id = _child_run(target, trial_id, wait_s)
+            if run_id:
+                monitor = SystemMetricsMonitor(run_id, tracking_uri=target["uri"],
+                                               resume_logging=True)  # fmt: skip
+                monitor.start()
+            else:
+                log.warning("trial %s: no MLflow run after %.0f s; no system metrics",
+                            trial_id, wait_s)  # fmt: skip
+        except Exception as exc:  # never the trial's failure
+            log.warning("trial %s: system metrics not sampled (%s)", trial_id, exc)
+    try:
+        yield
+    finally:
+        if monitor is not None:
+            monitor.finish()
+
+
+def _child_run(target: dict[str, Any], trial_id: str, wait_s: float) -> str | None:
+    """The id of the trial's child run in `target`'s store, polled until `wait_s` passed."""
+    from sepconc.tracking.store import TAG_SWEEP, TAG_TRIAL, tracking_client
+
+    client = tracking_client(target["uri"])
+    query = f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`{TAG_SWEEP}` = '{target['sweep']}'"
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = client.search_runs([target["experiment_id"]], filter_string=query)
+        if found or time.monotonic() > deadline:
+            return found[0].info.run_id if found else None
+        time.sleep(0.5)
 
 
 def trial_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> dict:

@@ -25,14 +25,18 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | No
              "train_storage": paths.under("train", spec.name),
              "trials_dir": paths.under("trials", spec.name) if paths.local_storage else None,
              "cache_dir": paths.under("cache"),
-             "restart_errored": resume == "restart"}  # fmt: skip
+             "restart_errored": resume == "restart",
+             # `tracking: {system_metrics: true}`: each trial samples its node into its run
+             "system_metrics": {"uri": meta["tracking_uri"], "experiment_id": meta["experiment_id"],
+                                "sweep": spec.name}
+             if spec.tracking.get("system_metrics") else None}  # fmt: skip
     trainable = tune.with_parameters(run_trial, sweep=fixed)
     trainable = tune.with_resources(trainable, trial_resources(spec))
     if resume:
         return tune.Tuner.restore(paths.under("tune", spec.name), trainable,
                                   resume_errored=resume == "retry",
                                   restart_errored=resume == "restart")  # fmt: skip
-    return _new_tuner(spec, paths, meta, trainable)
+    return _new_tuner(spec, paths, meta, trainable, fixed)
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
@@ -48,7 +52,7 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
     return {"CPU": 0, "memory": 1}
 
 
-def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
+def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed: dict):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -67,7 +71,7 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable):
     callbacks = [
         MlflowSweepCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
                             spec.name, spec.base, spec.epochs, sched, spec.workers,
-                            spec.gpus_per_worker),
+                            spec.gpus_per_worker, fixed),
         ProgressCallback(spec.metric, trial_count(spec), spec.epochs, sched),
     ]  # fmt: skip
     return tune.Tuner(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,27 @@ TAG_RUNG = "sepconc.asha_rung"
 TAG_REASON = "sepconc.failure"
 TAG_NODES = "sepconc.nodes"
 PARENT = "mlflow.parentRunId"
+# MLflow 3's experiment kind: `mlflow ui` opens a model-training experiment on its runs table
+# (without the tag it opens the GenAI overview).
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+# sepconc's documented metrics (README "Per-epoch metrics"): the only keys logged to MLflow.
+# Ray Tune adds its bookkeeping (pid, timestamp, time_total_s, training_iteration, ...) to
+# every report; those never reach a run.
+EPOCH_METRICS = ("epoch", "train_loss", "train_acc1", "train_acc5", "val_loss", "val_acc1",
+                 "val_acc5", "lr", "epoch_seconds", "images_per_s", "nonfinite_grads",
+                 "best_val_acc1")  # fmt: skip
+RUN_METRICS = ("sweep_seconds",)  # the parent run's
+# Frame diagnostics and class statistics (`input/...`, `block{i}/...`), and MLflow's own
+# system-metrics sampler (`system/...`).
+METRIC_PATTERN = re.compile(r"^(?:(?:input|block\d+)/\S+|system/\S+)$")
+
+
+def is_documented_metric(key: str) -> bool:
+    """True for a key of sepconc's documented metric list (`EPOCH_METRICS`, `RUN_METRICS`,
+    `METRIC_PATTERN`); False for anything else (Ray's bookkeeping keys)."""
+    return key in EPOCH_METRICS or key in RUN_METRICS or bool(METRIC_PATTERN.match(key))
 
 
 def default_tracking_uri(runs_dir: str | Path = "runs") -> str:
@@ -137,17 +159,22 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 def experiment_id(client, name: str, runs_dir: Path | None) -> str:
     """Id of experiment `name`, created if absent (artifacts under the runs folder for a local
     store). Two processes creating it at once both get the one id: the loser of the race
-    (MLflow's RESOURCE_ALREADY_EXISTS) reads the winner's experiment."""
+    (MLflow's RESOURCE_ALREADY_EXISTS) reads the winner's experiment. It carries the
+    model-training kind tag (`TAG_EXPERIMENT_KIND`), set on an existing experiment that has
+    no kind yet."""
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if TAG_EXPERIMENT_KIND not in found.tags:
+            client.set_experiment_tag(found.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
         return found.experiment_id
     location = None
     if runs_dir is not None:
         location = (Path(runs_dir).resolve() / "mlflow-artifacts" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING})  # fmt: skip
     except MlflowException as exc:
         found = client.get_experiment_by_name(name)
         if exc.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
@@ -157,13 +184,15 @@ def experiment_id(client, name: str, runs_dir: Path | None) -> str:
 
 def log_report(client, run_id: str, metrics: dict[str, Any], step: int, tags=None,
                timestamp_ms: int | None = None) -> None:  # fmt: skip
-    """One batched call: every finite numeric metric at `step` (+ optional tags), stamped
-    `timestamp_ms` (when the metrics were measured; default now)."""
+    """One batched call: every finite numeric metric of sepconc's documented list
+    (`is_documented_metric`; Ray's bookkeeping keys are dropped) at `step` (+ optional
+    tags), stamped `timestamp_ms` (when the metrics were measured; default now)."""
     from mlflow.entities import Metric, RunTag
 
     now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]  # fmt: skip
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+             and is_documented_metric(k)]  # fmt: skip
     tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     for start in range(0, max(len(batch), 1), 1000):  # MLflow caps a batch at 1000 metrics
         client.log_batch(run_id, metrics=batch[start : start + 1000],

@@ -13,8 +13,10 @@ epoch on rank 0 (replayed ones included), then `finish` or `fail`.
   `train --resume DIR` (into that same folder, even after a SIGKILL left the run
   RUNNING, or an error left it FAILED) reopens it and logs only epochs it does not hold
   yet (no step twice). A resume into a fresh `--out` is a new training: a new run,
-  tagged `sepconc.resumed_from`. Params: the resolved flat config; tag
-  `sepconc.kind=train`; artifact `data.json`; on error FAILED with `sepconc.failure`.
+  tagged `sepconc.resumed_from`. Params and artifact `config.yaml`: the whole resolved
+  config; tag `sepconc.kind=train` and the reproducibility tags; the data set's identity
+  (`data.json` artifact, `sepconc.data.*` tags, `sepconc.tracking.record`); on error
+  FAILED with `sepconc.failure`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from typing import TYPE_CHECKING, Protocol
 from sepconc.config import Config
 from sepconc.errors import fit_line
 from sepconc.run_folder import read_tracking, run_folder_of, same_folder, write_tracking
+from sepconc.tracking.record import (
+    log_config,
+    log_data_identity,
+    reproducibility_tags,
+    resolved_device,
+)
 from sepconc.tracking.store import (
     TAG_KIND,
     TAG_REASON,
@@ -107,6 +115,7 @@ class MlflowTracker:
         self.run_id: str | None = None
         self.run_dir: Path | None = None
         self.logged = 0  # epochs the run holds already
+        self.data_logged = False  # data.json logged (at the first epoch, else at the end)
         self._client = None
 
     def __getstate__(self):
@@ -128,13 +137,13 @@ class MlflowTracker:
             return
         exp = experiment_id(self._client, config.tracking.experiment or DEFAULT_EXPERIMENT,
                             RUNS_DIR if is_local_store(self.uri) else None)  # fmt: skip
-        tags = {TAG_KIND: "train"}
+        tags = {TAG_KIND: "train", **_layout_tags(config)}
         if config.run.resume:
             tags[TAG_RESUMED_FROM] = str(config.run.resume)
         run = self._client.create_run(exp, run_name=self.run_dir.name, tags=tags)
         self.run_id = run.info.run_id
         write_tracking(self.run_dir, {"tracking_uri": self.uri, "run_id": self.run_id})
-        log_params(self._client, self.run_id, config.to_flat())
+        log_config(self._client, self.run_id, config.to_flat())
         log.info("MLflow run %s in %s", self.run_id, self.uri)
 
     def _reopen(self, config: Config) -> bool:
@@ -158,6 +167,8 @@ class MlflowTracker:
             return False
         self.run_id = run_id = run.info.run_id
         client.update_run(run_id, status="RUNNING")
+        for key, value in _layout_tags(config).items():  # this attempt's code and machine
+            client.set_tag(run_id, key, value)
         if TAG_REASON in run.data.tags:
             client.delete_tag(run_id, TAG_REASON)
         flat = {k: param_text(v)[:6000] for k, v in config.to_flat().items()}
@@ -174,11 +185,13 @@ class MlflowTracker:
         if report.epoch > self.logged:
             log_report(self.client, self.run_id, report.metrics, step=report.epoch)
             self.logged = report.epoch
+        if not self.data_logged:
+            self.data_logged = log_data_identity(self.client, self.run_id,
+                                                 Path(report.run_dir) / "data.json")  # fmt: skip
 
     def finish(self, result: TrainResult) -> None:
-        data = Path(result.run_dir) / "data.json"
-        if data.exists():
-            self.client.log_artifact(self.run_id, str(data))
+        # Again at the end: the epochs may have been logged in another process (local DDP).
+        log_data_identity(self.client, self.run_id, Path(result.run_dir) / "data.json")
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def fail(self, reason: str) -> None:
@@ -186,3 +199,9 @@ class MlflowTracker:
             return
         self.client.set_tag(self.run_id, TAG_REASON, fit_line(reason, 500))
         self.client.set_terminated(self.run_id, "FAILED")
+
+
+def _layout_tags(config: Config) -> dict[str, str]:
+    """Reproducibility tags of a `train` run: its local DDP processes, one GPU each on cuda."""
+    device = resolved_device(config.run.device)
+    return reproducibility_tags(device, config.run.num_workers, 1 if device == "cuda" else 0)
