@@ -279,26 +279,32 @@ def test_resume_logs_the_epoch_a_killed_attempt_had_not(cli, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_sigkill_then_train_resume_continues_the_same_mlflow_run(tmp_path):
+    """Killed after its second checkpoint (the run is long, so the kill always lands
+    mid-run: a 4-epoch run of this tiny model could finish between two polls), then
+    resumed to two epochs past its last checkpoint K: one MLflow run, steps 1..K+2."""
     out = tmp_path / "runs" / "train" / "k"
-    args = [sys.executable, LAUNCH, "train", *FLAGS, "--epochs", "4", "--out", str(out)]
+    args = [sys.executable, LAUNCH, "train", *FLAGS, "--out", str(out)]
     env = helpers.launch_env()
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen([*args, "--epochs", "500"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 240
-        while not (out / "checkpoints" / "epoch_0002.pt").exists():
+        while len(list_checkpoints(out / "checkpoints")) < 2:
             assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
+            time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
         proc.kill()
-    done = helpers.launch(*args[2:], "--resume", out, cwd=tmp_path)
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
+    total = int(list_checkpoints(out / "checkpoints")[-1].stem.split("_")[-1]) + 2
+    done = helpers.launch(*args[2:], "--epochs", str(total), "--resume", out, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     runs, steps = mlflow_runs(tmp_path)
     assert len(runs) == 1, [(r.info.run_id, r.info.status) for r in runs]
-    assert runs[0].info.status == "FINISHED" and steps[runs[0].info.run_id] == [1, 2, 3, 4]
-    assert epochs_logged(out) == [1, 2, 3, 4]
+    expected = list(range(1, total + 1))
+    assert runs[0].info.status == "FINISHED" and steps[runs[0].info.run_id] == expected
+    assert epochs_logged(out) == expected
 
 
 # ------------------------------------------------------------------ bad --resume writes nothing
