@@ -69,6 +69,7 @@ def test_best_registers_a_model_that_gives_the_checkpoints_logits(tmp_path, monk
     assert checkpoint == Path(result.run_dir) / "checkpoints" / "epoch_0001.pt"
     assert cli("best", spec.name, "--register", "sepnet", "--runs-dir", str(runs)) == 0
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # `models:/` resolves through the registry URI
     loaded = mlflow.pytorch.load_model("models:/sepnet/1")
     net, config = model_from_checkpoint(checkpoint)
     x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -104,7 +104,10 @@ def test_a_real_sweep_record_is_complete_and_reruns(tmp_path):
                           cwd=tmp_path, env=helpers.launch_env(), timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     best_id = proc.stdout.split("registered ")[0].split()[-1]
+    # both: `models:/` resolves through the registry URI, which an earlier in-process
+    # `best --register` of another test may have pointed at its own store
     mlflow.set_tracking_uri(f"sqlite:///{runs / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{runs / 'mlflow.db'}")
     loaded = mlflow.pytorch.load_model("models:/recnet/1").eval()
     net, _ = model_from_checkpoint(client.get_run(best_id).data.tags[TAG_CHECKPOINT])
     x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
