@@ -58,17 +58,24 @@ class ShardSampler(Sampler[int]):
 
 
 class TensorBatches:
-    """Batches sliced straight from an in-memory `(images, labels)` pair (no per-item collate)."""
+    """Batches sliced straight from an in-memory `(images, labels)` pair (no per-item collate).
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, sampler, batch_size: int):
+    `pin_memory` (training on CUDA): each batch is gathered into page-locked memory, so
+    the training loop's `.to(device, non_blocking=True)` copies overlap the GPU's work."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, sampler, batch_size: int,
+                 pin_memory: bool = False):  # fmt: skip
         self.images, self.labels = images, labels
-        self.sampler, self.batch_size = sampler, batch_size
+        self.sampler, self.batch_size, self.pin_memory = sampler, batch_size, pin_memory
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         index = self.sampler.indices()
         for start in range(0, len(index), self.batch_size):
             chunk = index[start : start + self.batch_size]
-            yield self.images[chunk].float(), self.labels[chunk]
+            images, labels = self.images[chunk].float(), self.labels[chunk]
+            if self.pin_memory:
+                images, labels = images.pin_memory(), labels.pin_memory()
+            yield images, labels
 
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.batch_size)
@@ -101,11 +108,12 @@ def rank_batches(
     workers: int,
     pin_memory: bool = False,
 ):
-    """An iterable of `(images, labels)` batches for this rank, with `.sampler.set_epoch`."""
+    """An iterable of `(images, labels)` batches for this rank, with `.sampler.set_epoch`;
+    in page-locked memory with `pin_memory` (set when training on CUDA)."""
     sampler = ShardSampler(len(dataset), world, rank, shuffle, seed)
     images = plain_images_of(dataset)
     if images is not None:
-        return TensorBatches(images, labels_of(dataset), sampler, batch_size)
+        return TensorBatches(images, labels_of(dataset), sampler, batch_size, pin_memory)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         pin_memory=pin_memory, persistent_workers=workers > 0)  # fmt: skip
     return loader

@@ -30,6 +30,7 @@ BACKENDS = ("torch", "torch_skcuda")
 PHASE_METHODS = ("auto", "fourier", "conv", "dense")
 KERNELS = ("auto", "fused", "reference")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "tf32")  # sepconc.precision says what each means
 
 # Per-block options: one value per block; a shorter list (a single value included) is
 # padded with the option's default, as the authors' parser does (docs/models.md, "Notation").
@@ -77,6 +78,8 @@ class ModelConfig:
     """Phase scattering path: auto (fastest) | fourier (oracle) | conv (13x13, <=1e-4) | dense (exact, n<=32)."""
     kernels: str = "auto"
     """Implementation of the block operations: auto (fused where measured faster) | fused | reference (stock PyTorch modules)."""
+    precision: str = "fp32"
+    """Numeric precision: fp32 | bf16 (bfloat16 autocast on CUDA and CPU; front-ends, normalizations, Parseval steps, statistics in float32; reference kernels) | tf32 (CUDA matmuls/convolutions in TF32; no effect on CPU)."""
 
     @property
     def blocks(self) -> int:
@@ -213,7 +216,8 @@ def field_choices() -> dict[str, tuple[str, ...]]:
 
     return {"arch": ARCHS, "non_linearity": NON_LINEARITIES, "classifier_type": CLASSIFIERS,
             "backend": BACKENDS, "phase_method": PHASE_METHODS, "kernels": KERNELS,
-            "device": DEVICES, "dataset": DATASETS}  # fmt: skip
+            "device": DEVICES, "dataset": DATASETS,
+            "precision": PRECISIONS}  # fmt: skip
 
 
 def suggest(name: str, choices) -> str:
@@ -322,6 +326,9 @@ class Config:
                 )
             elif any(v <= 0 for v in values):
                 out.append(f"every {name} must be > 0, got {values}")
+        if m.precision == "bf16" and m.kernels == "fused":  # gpu: kernels_for_precision
+            out.append("kernels 'fused' cannot run with precision 'bf16' (the fused kernels are "
+                       "float32 only); use --kernels auto or reference with bf16")  # fmt: skip
         if r.evaluate and not r.resume:
             out.append("evaluate needs a checkpoint: add --resume PATH")
         return out

@@ -30,6 +30,7 @@ from sepconc.batches import own_count
 from sepconc.distributed import all_reduce_sum, sync_buffers
 from sepconc.frames import parseval_step
 from sepconc.metrics.accuracy import topk_correct
+from sepconc.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def train_epoch(
     device: torch.device,
     print_freq: int = 100,
     progress=None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """One pass over `batches`. `model` may be DDP-wrapped; `net` is the bare module.
 
@@ -114,8 +116,9 @@ def train_epoch(
     for step, (images, target) in enumerate(batches, 1):
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
-        logits = model(images)
-        losses = F.cross_entropy(logits, target, reduction="none")
+        with autocast(precision, device):
+            logits = model(images)
+        losses = F.cross_entropy(logits.float(), target, reduction="none")
         loss = losses.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -148,17 +151,22 @@ def _check_finite(loss: torch.Tensor | float, epoch: int, step: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterator, device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, batches: Iterator, device: torch.device,
+             precision: str = "fp32") -> dict[str, float]:  # fmt: skip
     """Loss and top-1/top-5 over every rank's `batches` (the exact global means; NaN with
     no sample at all). `model` may be DDP-wrapped: the bare module is run, with rank 0's
     buffers. Every rank enters the same collectives, whatever its shard holds (even none).
+    The forward runs under `precision`'s autocast, the loss in float32.
     """
     net = model.module if isinstance(model, DistributedDataParallel) else model
     sync_buffers(net)
     net.eval()
     sums = EpochSums.zeros(device)
     for images, target in batches:
-        images, target = images.to(device), target.to(device)
-        logits = net(images)
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        with autocast(precision, device):
+            logits = net(images)
+        logits = logits.float()
         sums.add(F.cross_entropy(logits, target, reduction="none"), logits, target)
     return sums.reduce()

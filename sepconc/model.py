@@ -25,20 +25,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from sepconc.config import Config, ModelConfig
 from sepconc.errors import UserError
-from sepconc.kernels.choose import KernelChoice, choose_kernels
+from sepconc.kernels.choose import KernelChoice, choose_kernels, kernels_for_precision
 from sepconc.kernels.layout import to_layout
 from sepconc.kernels.phase_projection import phase_standardize_project
 from sepconc.kernels.projection import standardize_project
 from sepconc.layers.classifier import Classifier
 from sepconc.layers.frame import TightFrame
 from sepconc.layers.projection import Projection, normalize_positions
+from sepconc.precision import float32_region, full
 
 
 @dataclass(frozen=True)
@@ -205,13 +206,18 @@ class Block(nn.Module):
             x = phase_standardize_project(x, self.frontend.dense, self.standardize,
                                           self.projection)  # fmt: skip
         else:
-            x = self.frontend(x)
+            with float32_region(x.device.type):  # fixed front-end: float32 under bf16
+                x = self.frontend(full(x))
             if self.projection is not None and choice.fused_projection:
                 x = standardize_project(x, self.standardize, self.projection)
             elif self.projection is not None:
                 x = self.projection(self.standardize(x))
         # the frame normalizes its patches itself
-        x = self.frame(x) if self.frame is not None else normalize_positions(x)
+        if self.frame is not None:
+            x = self.frame(x)
+        else:
+            with float32_region(x.device.type):
+                x = normalize_positions(full(x))
         return to_layout(x, choice.layout)
 
 
@@ -237,6 +243,7 @@ class SepConcNet(nn.Module):
 
     def __init__(self, model: ModelConfig, image_shape: tuple[int, int, int], classes: int):
         super().__init__()
+        model = replace(model, kernels=kernels_for_precision(model.kernels, model.precision))
         self.config = model
         self.plans = plan_model(model, image_shape)
         self.blocks = nn.ModuleList(Block(p, model) for p in self.plans)

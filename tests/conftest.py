@@ -33,13 +33,17 @@ def pytest_collection_modifyitems(config, items):
 
     slow = pytest.mark.slow
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or "ray" in item.keywords:
+        # Markers, not `item.keywords` (which also holds the names of the folders above: a
+        # checkout in a folder named `gpu` or `ray` would skip or slow every test).
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or item.get_closest_marker(
+            "ray"
+        ):
             item.add_marker(slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu"):
             item.add_marker(skip)
 
 

@@ -68,7 +68,7 @@ FROZEN = sorted([
     "--non-linearity", "--zero-bias", "--frame-width", "--frame-kernel-size", "--frame-stride",
     "--classifier-type", "--avg-ker-size", "--nb-hidden-units", "--dropout-p-mlp", "--nb-l-mlp",
     "--nb-classes", "--class-indices", "--compact-head", "--num-workers", "--device",
-    "--download", "--phase-method", "--kernels", "--stats-every", "--checkpoint-keep",
+    "--download", "--phase-method", "--kernels", "--precision", "--stats-every", "--checkpoint-keep",
     "--no-cache", "--tracking-uri", "--experiment", "--no-tracking", "--config", "--dry-run",
 ])  # fmt: skip
 

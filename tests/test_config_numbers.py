@@ -94,6 +94,7 @@ def awkward_config() -> Config:
             flat[name] = next(texts)
     fixed = {"arch": "scatnetblockanalysis", "n_blocks": 4, "non_linearity": "softshrink",
              "classifier_type": "mlp", "backend": "torch", "phase_method": "fourier", "kernels": "fused",
+             "precision": "tf32",
              "device": "cpu", "dataset": "digits", "batch_size": 2**40, "num_workers": 2,
              "dropout_p_mlp": 0.0, "momentum": 0.9999, "lr": 1e-3, "cache_max_gib": 0.5,
              "weight_decay": 1e-5, "data": "1e-3", "out": "off", "experiment": "10", "start_epoch": 0, "evaluate": False,

@@ -33,8 +33,8 @@ from sepconc.config import KERNELS
 
 from .layout import CHANNEL_MAJOR, CONTIGUOUS
 
-__all__ = ["KERNELS", "KernelChoice", "choose_kernels", "frame_path", "output_layout",
-           "phase_method_for", "uses_fused"]  # fmt: skip
+__all__ = ["KERNELS", "KernelChoice", "choose_kernels", "frame_path", "kernels_for_precision",
+           "output_layout", "phase_method_for", "uses_fused"]  # fmt: skip
 
 
 #: `phase_method="auto"` takes the dense form up to this size, the convolution above it.
@@ -54,6 +54,12 @@ def uses_fused(kernels: str, device: torch.device | str) -> bool:
     if kernels == "auto":
         return torch.device(device).type == "cpu"
     return kernels == "fused"
+
+
+def kernels_for_precision(kernels: str, precision: str) -> str:
+    """The rule BF16_RUNS_REFERENCE (`sepconc.precision`): under bf16 every block runs the
+    reference kernels, autocast op by op (the fused kernels are float32 only)."""
+    return "reference" if precision == "bf16" else kernels
 
 
 def output_layout(kernels: str, device: torch.device | str) -> str:

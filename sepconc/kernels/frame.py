@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sepconc.precision import float32_region, full
+
 from .common import AUTOCAST_BACKWARD, AUTOCAST_FORWARD, relu_backward_
 
 
@@ -33,7 +35,8 @@ def frame_reference(x: torch.Tensor, weight: torch.Tensor, stride: int, non_line
                     threshold: float) -> torch.Tensor:  # fmt: skip
     """`A x` for `x: (B, C, n, n)` and atoms `weight: (width, C, k, k)`; `(B, C, n, n)`."""
     ones = weight.new_ones(1, *weight.shape[1:])
-    norms = F.conv2d(x.square(), ones, stride=stride).sqrt().clamp_min(1e-12)
+    with float32_region(x.device.type):  # patch norms in float32 under bf16 (gpu's 2 lines)
+        norms = F.conv2d(full(x).square(), ones, stride=stride).sqrt().clamp_min(1e-12)
     z = rho(F.conv2d(x, weight, stride=stride) / norms, non_linearity, threshold)
     y = F.conv_transpose2d(z, weight, stride=stride)
     count = F.conv_transpose2d(torch.ones_like(z[:, :1]), ones[:, :1], stride=stride)

@@ -37,9 +37,9 @@ def run_epoch(s: Setup, config: Config, epoch: int, progress: EpochProgress,
     ):
         train = train_epoch(s.model, s.net, s.optimizer, s.train_batches, o.pars_beta,
                             epoch + 1, s.device, config.run.print_freq,
-                            progress=advance)  # fmt: skip
+                            progress=advance, precision=config.model.precision)  # fmt: skip
     train_seconds = time.perf_counter() - started
-    val = validate(s)
+    val = validate(s, config.model.precision)
     metrics = epoch_metrics(epoch + 1, lr, train, val, train_seconds, started,
                             float(s.net.pop_nonfinite_count()))  # fmt: skip
     if s.world.is_main:
@@ -49,10 +49,11 @@ def run_epoch(s: Setup, config: Config, epoch: int, progress: EpochProgress,
     return broadcast_object(metrics)
 
 
-def validate(s: Setup) -> dict[str, float]:
-    """Loss, acc1, acc5 over the whole validation set (every rank's shard)."""
+def validate(s: Setup, precision: str = "fp32") -> dict[str, float]:
+    """Loss, acc1, acc5 over the whole validation set (every rank's shard), the forward
+    under `precision` (`sepconc.precision`)."""
     with s.net.frontend_skipped(s.splits.val_cached):
-        return evaluate(s.model, s.val_batches, s.device)
+        return evaluate(s.model, s.val_batches, s.device, precision)
 
 
 def epoch_metrics(epoch: int, lr: float, train: dict, val: dict, train_seconds: float,

@@ -28,6 +28,7 @@ from sepconc.distributed import World, broadcast_object
 from sepconc.errors import UserError, clean_reason
 from sepconc.loop import build_optimizer
 from sepconc.model import SepConcNet, build_model, plan_model
+from sepconc.precision import set_precision
 from sepconc.run_folder import check_out_folder, run_folder_of
 from sepconc.yamlio import load_yaml
 
@@ -137,6 +138,7 @@ def set_up(config: Config, world: World) -> Setup:
     folder holding another run, data that cannot be read, or a checkpoint that does not
     fit; writes nothing."""
     device = choose_device(config.run.device, world.local_rank)
+    set_precision(config.model.precision, device)  # TF32 flags, cudnn.benchmark on CUDA
     on_main(world, check_out_folder, config.run.out, config.run.resume)
     seed = config.run.seed
     torch.manual_seed(seed)
