@@ -25,7 +25,8 @@ file and memory-map it. A crashed builder leaves only a temp file, removed by th
 next builder. Skipped (with a log line saying why): `--no-cache`, an identity
 front-end (`analysis`), a random train transform (CIFAR/ImageNet crops and flips:
 val is still cached), features larger than `cache_max_gib` or than the free disk.
-A failed build (disk full) logs a warning and trains without the cache.
+A failed build (disk full) logs a warning and trains without the cache. The build shows
+its progress (rate, ETA) on rank 0 (`sepconc.progress.track`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from sepconc.data.types import DataBundle, TensorImageDataset, files_of, images_of, labels_of
+from sepconc.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +214,9 @@ def load_or_build(
                 return CacheResult(found, path, False, time.perf_counter() - started)
             say("%s: cache miss: computing %s features %s into %s", split,
                 fields["frontend"]["type"], shape, path)  # fmt: skip
-            _build(frontend, dataset, path, shape, fields, key, device, workers)
+            label = f"{split}: cache build ({fields['frontend']['type']})"
+            with track(label, shape[0], "images", done=True, enabled=verbose) as advance:
+                _build(frontend, dataset, path, shape, fields, key, device, workers, advance)
         finally:
             lock.release()
     except OSError as exc:
@@ -240,8 +244,10 @@ def _load(path: Path, rows: int) -> np.ndarray | None:
     return array
 
 
-def _build(frontend, dataset, path: Path, shape, fields, key, device, workers) -> None:
-    """Write the features to a temp file, the sidecar, then rename (the lock is held)."""
+def _build(frontend, dataset, path: Path, shape, fields, key, device, workers,
+           advance=lambda n: None) -> None:  # fmt: skip
+    """Write the features to a temp file, the sidecar, then rename (the lock is held);
+    `advance(n)` after each batch of `n` images (`sepconc.progress.track`)."""
     for stale in glob.glob(str(path.with_name(f"{key}.tmp-*"))):
         os.unlink(stale)
     tmp = path.with_name(f"{key}.tmp-{os.getpid()}.npy")
@@ -254,6 +260,7 @@ def _build(frontend, dataset, path: Path, shape, fields, key, device, workers) -
                 feats = frontend(images.to(device).float()).float().cpu().numpy()
                 out[row : row + len(feats)] = feats
                 row += len(feats)
+                advance(len(feats))
         out.flush()
         del out
         sidecar = {"key": key, "fields": fields, "shape": list(shape), "dtype": "float32",

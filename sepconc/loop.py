@@ -152,11 +152,12 @@ def _check_finite(loss: torch.Tensor | float, epoch: int, step: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterator, device: torch.device,
-             precision: str = "fp32") -> dict[str, float]:  # fmt: skip
+             precision: str = "fp32", progress=None) -> dict[str, float]:  # fmt: skip
     """Loss and top-1/top-5 over every rank's `batches` (the exact global means; NaN with
     no sample at all). `model` may be DDP-wrapped: the bare module is run, with rank 0's
     buffers. Every rank enters the same collectives, whatever its shard holds (even none).
-    The forward runs under `precision`'s autocast, the loss in float32.
+    The forward runs under `precision`'s autocast, the loss in float32. `progress(n)` is
+    called after each batch of `n` images (`sepconc.progress`).
     """
     net = model.module if isinstance(model, DistributedDataParallel) else model
     sync_buffers(net)
@@ -169,4 +170,6 @@ def evaluate(model: nn.Module, batches: Iterator, device: torch.device,
             logits = net(images)
         logits = logits.float()
         sums.add(F.cross_entropy(logits, target, reduction="none"), logits, target)
+        if progress is not None:
+            progress(target.shape[0])
     return sums.reduce()

@@ -102,7 +102,7 @@ def _run(config: Config, hooks: Sequence[EpochHook], tracker: Tracker) -> TrainR
         write_run_files(run_dir, config, s.data.identity, s.start_epoch, bool(config.run.resume),
                         s.row)  # fmt: skip
     if config.run.evaluate:
-        metrics = {f"val_{k}": v for k, v in validate(s, config.model.precision).items()}
+        metrics = {f"val_{k}": v for k, v in validate(s, config.model.precision, done=True).items()}
         log.info("evaluation: %s", summary(metrics))
         return TrainResult(str(run_dir), s.start_epoch, False, metrics["val_acc1"], metrics)
     if config.run.resume:

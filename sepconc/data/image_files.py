@@ -81,14 +81,16 @@ def unreadable_message(path: str, exc: BaseException) -> str:
     )
 
 
-def check_images(paths: list[str], limit: int = HEADER_CHECK_LIMIT) -> int:
+def check_images(paths: list[str], limit: int = HEADER_CHECK_LIMIT, advance=None) -> int:
     """Open and verify the headers of `paths` (all of them, or `limit` evenly spaced).
 
     Returns the number of files checked; raises `ImageReadError` naming the first file
-    PIL cannot identify or whose header is damaged.
+    PIL cannot identify or whose header is damaged. `advance(1)` after each file.
     """
     chosen = paths if len(paths) <= limit else [paths[i] for i in _spread(len(paths), limit)]
     for path in chosen:
+        if advance is not None:
+            advance(1)
         try:
             with open(path, "rb") as fh, Image.open(fh) as img:
                 img.verify()

@@ -20,6 +20,8 @@ Labels and classifier head (`compact_head`):
 Top-1/top-5 are computed over the head's outputs either way. The val split uses the
 same class folder names. Only the chosen folders are scanned; which files are samples,
 how they decode and the pre-flight check of their headers: `sepconc.data.image_files`.
+Scanning the class folders and checking the headers show their progress (rate, ETA) on
+rank 0 (`sepconc.progress.track`): minutes for the full ImageNet.
 
 Transforms (docs/models.md): train `RandomResizedCrop(224)` + `RandomHorizontalFlip()`; val
 `Resize(256)` + `CenterCrop(224)`; both then `ToTensor()` and ImageNet's mean/std.
@@ -32,11 +34,14 @@ import os
 import numpy as np
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import make_dataset
 
+from sepconc.data import image_files
 from sepconc.data.class_indices import read_class_indices, show
 from sepconc.data.image_files import IMG_EXTENSIONS, check_images, is_image_file, load_rgb
 from sepconc.data.types import IMAGENET_CLASSES, IMAGENET_MEAN, IMAGENET_STD, DataBundle
 from sepconc.errors import UserError
+from sepconc.progress import track
 
 LAYOUT = "root/train/<class>/*.JPEG and root/val/<class>/*.JPEG"
 
@@ -64,6 +69,19 @@ class ClassSubsetImageFolder(ImageFolder):
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         return list(self._chosen), dict(zip(self._chosen, self._labels))
+
+    def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None,
+                     allow_empty=False) -> list[tuple[str, int]]:  # fmt: skip
+        """torchvision's scan (the same samples, in the same sorted class order), one class
+        folder at a time, its progress shown (`sepconc.progress.track`)."""
+        samples = []
+        label = f"imagenet {os.path.basename(os.path.normpath(directory))}: class folders"
+        with track(label, len(class_to_idx), "folders", done=True) as advance:
+            for name in sorted(class_to_idx):
+                samples += make_dataset(directory, {name: class_to_idx[name]}, extensions,
+                                        is_valid_file, allow_empty=allow_empty)  # fmt: skip
+                advance(1)
+        return samples
 
 
 def _under_hidden(root: str, path: str) -> bool:
@@ -182,7 +200,10 @@ def check_split_images(root: str, split: str, folder: ClassSubsetImageFolder) ->
     """Verify the image headers of `folder` once per process (`image_files.check_images`)."""
     key = (root, split, tuple(folder.classes))
     if key not in _CHECKED:
-        check_images([path for path, _ in folder.samples])
+        paths = [path for path, _ in folder.samples]
+        total = min(len(paths), image_files.HEADER_CHECK_LIMIT)
+        with track(f"imagenet {split}: image headers", total, "files", done=True) as advance:
+            check_images(paths, advance=advance)
         _CHECKED.add(key)
 
 

@@ -13,7 +13,7 @@ from sepconc.config import Config
 from sepconc.distributed import broadcast_object
 from sepconc.loop import evaluate, learning_rate, train_epoch
 from sepconc.probes import block_statistics, weight_diagnostics
-from sepconc.progress import EpochProgress
+from sepconc.progress import EpochProgress, track
 from sepconc.training.setup import Setup
 
 SUMMARY_KEYS = ("train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5", "images_per_s")
@@ -31,13 +31,15 @@ def run_epoch(s: Setup, config: Config, epoch: int, progress: EpochProgress,
         group["lr"] = lr
     s.train_batches.sampler.set_epoch(epoch)
     started = time.perf_counter()
+    world = s.world.size  # rank 0 shows its shard's progress scaled to the whole set
     with (
         s.net.frontend_skipped(s.splits.train_cached),
-        progress.epoch(epoch + 1, o.epochs, len(s.data.train)) as advance,
+        progress.epoch(epoch + 1, o.epochs, len(s.train_batches.sampler) * world) as advance,
     ):
         train = train_epoch(s.model, s.net, s.optimizer, s.train_batches, o.pars_beta,
                             epoch + 1, s.device, config.run.print_freq,
-                            progress=advance, precision=config.model.precision)  # fmt: skip
+                            progress=lambda n: advance(n * world),
+                            precision=config.model.precision)  # fmt: skip
     train_seconds = time.perf_counter() - started
     val = validate(s, config.model.precision)
     metrics = epoch_metrics(epoch + 1, lr, train, val, train_seconds, started,
@@ -49,11 +51,17 @@ def run_epoch(s: Setup, config: Config, epoch: int, progress: EpochProgress,
     return broadcast_object(metrics)
 
 
-def validate(s: Setup, precision: str = "fp32") -> dict[str, float]:
+def validate(s: Setup, precision: str = "fp32", done: bool = False) -> dict[str, float]:
     """Loss, acc1, acc5 over the whole validation set (every rank's shard), the forward
-    under `precision` (`sepconc.precision`)."""
-    with s.net.frontend_skipped(s.splits.val_cached):
-        return evaluate(s.model, s.val_batches, s.device, precision)
+    under `precision` (`sepconc.precision`); progress shown on rank 0 (`track`, with a
+    closing line when `done`)."""
+    world, total = s.world.size, len(s.val_batches.sampler) * s.world.size
+    with (
+        s.net.frontend_skipped(s.splits.val_cached),
+        track("evaluate", total, "images", done=done, enabled=s.world.is_main) as advance,
+    ):
+        return evaluate(s.model, s.val_batches, s.device, precision,
+                        progress=lambda n: advance(n * world))  # fmt: skip
 
 
 def epoch_metrics(epoch: int, lr: float, train: dict, val: dict, train_seconds: float,
