@@ -75,9 +75,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def backend_for(device: torch.device) -> str:
-    """NCCL for CUDA tensors, gloo otherwise."""
-    return "nccl" if device.type == "cuda" else "gloo"
+def backend_for(device: torch.device | str, local_ranks: int = 1) -> str:
+    """NCCL for CUDA tensors when each of the `local_ranks` processes of this node has its
+    own GPU; gloo otherwise: CPU tensors, or more ranks than GPUs (NCCL >= 2.5 refuses two
+    ranks on one GPU, "Duplicate GPU detected"; gloo reduces CUDA tensors through the host)."""
+    if torch.device(device).type == "cuda" and local_ranks <= torch.cuda.device_count():
+        return "nccl"
+    return "gloo"
 
 
 def free_port() -> int:
@@ -90,7 +94,7 @@ def launch_local(fn, nprocs: int, device_type: str, *args, reraise=(UserError,))
     """Run `fn(*args)` in `nprocs` local processes joined in one process group; returns
     what `fn` returned on rank 0, through JSON (a dataclass comes back as its dict).
 
-    Each child initializes the group (gloo, or NCCL for CUDA) on a free loopback
+    Each child initializes the group (`backend_for`: gloo, or NCCL for CUDA) on a free loopback
     port through a file store, sets `LOCAL_RANK`, runs `fn` and tears the group
     down. An exception of a `reraise` type (built from its message) raised by `fn` on
     any rank is raised here as that type, as in one process (a `UserError` stays one line).
@@ -155,9 +159,9 @@ def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args, rerais
     setup_logging(verbose)
     if rank:
         logging.getLogger().setLevel(logging.WARNING)
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    if device_type == "cuda":
-        torch.cuda.set_device(rank)
+    backend = backend_for(device_type, nprocs)
+    if device_type == "cuda":  # ranks share the GPUs when there are fewer (`choose_device`)
+        torch.cuda.set_device(rank % torch.cuda.device_count())
     threads = max(1, (os.cpu_count() or 1) // nprocs)
     torch.set_num_threads(threads)
     dist.init_process_group(backend, init_method=init, rank=rank, world_size=nprocs)

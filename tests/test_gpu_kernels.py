@@ -26,6 +26,7 @@ from sepconc.kernels.frame import PointwiseReluFrame, relu_frame_reference
 from sepconc.kernels.layout import is_channel_major
 from sepconc.kernels.phase_dense import phase_dense_fused, phase_dense_reference
 from sepconc.model import build_model
+from sepconc.precision import autocast, set_tf32, tf32_enabled
 from sepconc.scattering import PhaseScattering2D
 from tests.test_kernels_parity import FAMILIES
 
@@ -37,16 +38,15 @@ TOLERANCES = {"fp32": (1e-4, 1e-3), "tf32": (2e-2, 5e-2), "bf16": (6e-2, 2e-1)}
 
 @contextmanager
 def numeric_mode(mode: str):
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
+    """TF32 on for `tf32` (through `sepconc.precision`: torch refuses a mix of the legacy
+    `allow_tf32` flags and the `fp32_precision` API), bfloat16 autocast for `bf16`."""
+    before = tf32_enabled()
+    set_tf32(mode == "tf32")
     try:
-        if mode == "bf16":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                yield
-        else:
+        with autocast(mode, "cuda"):
             yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        set_tf32(before)
 
 
 def _step(flat, shape, kernels, device, dtype, mode=None):
