@@ -282,6 +282,11 @@ CASES: dict[str, Case] = {
         r"P_proj_size 300 is larger than its input's 81 channels"),
     "mnist_without_data": Case(
         "train --dataset mnist -a analysis --epochs 1", r"needs a data folder: pass --data"),
+    # ------------------------------------------------------------ gpu (issue 15.5): precision
+    "precision_unknown": Case(f"{SYN} --precision fp16", r"invalid choice: 'fp16'"),
+    "precision_bf16_with_fused_kernels": Case(
+        f"{SYN} --precision bf16 --kernels fused --dry-run",
+        r"kernels 'fused' cannot run with precision 'bf16'.*use --kernels auto or reference"),
 }  # fmt: skip
 
 
