@@ -214,7 +214,7 @@ def load_or_build(
                 return CacheResult(found, path, False, time.perf_counter() - started)
             say("%s: cache miss: computing %s features %s into %s", split,
                 fields["frontend"]["type"], shape, path)  # fmt: skip
-            label = f"{split}: cache build ({fields['frontend']['type']})"
+            label = f"{split}: cache build"  # short: the bar fits 80 columns
             with track(label, shape[0], "images", done=True, enabled=verbose) as advance:
                 _build(frontend, dataset, path, shape, fields, key, device, workers, advance)
         finally:

@@ -145,8 +145,8 @@ def _bar(label, total, unit, stream, clock) -> Iterator[Advance]:
             return Text("?" if speed is None else f"{speed:.1f} {unit}/s")
 
     console = Console(file=sys.stderr if stream is None else stream, force_terminal=True)
-    columns = (rp.TextColumn(label), rp.BarColumn(), rp.MofNCompleteColumn(),
-               rp.TextColumn(unit), Rate(), rp.TextColumn("ETA"), rp.TimeRemainingColumn())  # fmt: skip
+    columns = (rp.TextColumn(label), rp.BarColumn(bar_width=20), rp.MofNCompleteColumn(),
+               Rate(), rp.TextColumn("ETA"), rp.TimeRemainingColumn())  # fmt: skip
     with rp.Progress(*columns, console=console, transient=True, get_time=clock) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n=1: bar.advance(task, n)

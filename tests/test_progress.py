@@ -93,7 +93,7 @@ def test_cache_build_imagenet_scan_and_evaluation_show_progress(tmp_path, caplog
         write_imagefolder(tmp_path / "inet", n_classes=3, n_per_class=2, size=8)
         build_imagenet(str(tmp_path / "inet"), nb_classes=3)
     lines = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith("val: cache build (ScatteringTree): 40 images in") for m in lines)
+    assert any(m.startswith("val: cache build: 40 images in") for m in lines)
     assert any(m.startswith("imagenet train: class folders: 3 folders in") for m in lines)
     assert any(m.startswith("imagenet val: image headers: 6 files in") for m in lines)
     seen = []
