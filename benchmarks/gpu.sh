@@ -46,7 +46,7 @@ fi
 status=0
 say ""
 say "## gpu test tier (tests/test_gpu_*.py, marker gpu)"
-TIER_S=$([ "$DRY" = 1 ] && echo 120 || echo 240)
+TIER_S=$([ "$DRY" = 1 ] && echo 120 || echo 200)
 timeout "$TIER_S" "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs \
   tests/test_gpu_kernels.py tests/test_gpu_models.py tests/test_gpu_precision.py \
   --junitxml "$OUT/gpu_tier.xml" > "$OUT/gpu_tier.log" 2>&1
@@ -57,7 +57,7 @@ tail -n 25 "$OUT/gpu_tier.log" | grep -E "passed|failed|skipped|error|FAILED|ERR
 
 say ""
 say "## benchmarks/gpu_bench.py"
-BENCH_S=$([ "$DRY" = 1 ] && echo 300 || echo 210)
+BENCH_S=$([ "$DRY" = 1 ] && echo 300 || echo 260)
 DRYFLAG=$([ "$DRY" = 1 ] && echo --dry || true)
 timeout "$BENCH_S" "$PY" benchmarks/gpu_bench.py --out "$OUT" $DRYFLAG > "$OUT/gpu_bench.log" 2>&1
 rc=$?
