@@ -8,10 +8,11 @@ evaluation and training epochs. One place, rank 0 only.
 - non-interactive (a file, a pipe, a job's log): no bar and no carriage return; at most
   one log line (logger `sepconc.progress`, INFO: so the terminal and the run's log file)
   per `LINE_PERCENT` % of the total AND `LINE_SECONDS` s, none in the first
-  `LINE_SECONDS` s: `label: 1200/5000 images (24%), 40.1 images/s, ETA 1m35s`. Work
-  shorter than `LINE_SECONDS` writes nothing but its `done` line;
+  `LINE_SECONDS` s: `label: 1200/5000 images (24%), 40.1 images/s, ETA 1m35s`;
 - `done=True` adds one closing line, interactive or not: `label: 5000 images in 2m05s
   (40.0 images/s)`;
+- work shorter than `LINE_SECONDS` writes no line at all (a bad-input error found after a
+  quick folder scan stays the command's only line);
 - on any rank but 0 (`is_main_process`), or with `enabled=False`: nothing at all.
 """
 
@@ -129,7 +130,7 @@ def track(
                 bar_advance(n)
 
             yield advance
-    if done:
+    if done and lines.clock() - lines.start >= LINE_SECONDS:
         log.info("%s", lines.closing())
 
 

@@ -2,7 +2,7 @@
 
 Proves: non-interactive output (a file, a pipe) gets no bar and no carriage return, and
 at most one log line per 10 % and 30 s (a fake clock: 100 s of work -> 3 lines, a long
-job -> at most 10) plus the closing line; a rank other than 0 prints and logs nothing,
+job -> at most 10) plus the closing line, and none for work under 30 s; a rank other than 0 prints and logs nothing,
 even on a forced terminal; an interactive (forced) terminal shows the rate and the ETA;
 the three users show it: the cache build and the ImageNet folder scan write their closing
 lines with the rate, and evaluation advances over the whole validation set.
@@ -15,6 +15,7 @@ import logging
 
 import torch
 
+import sepconc.progress
 from sepconc.cache import load_or_build
 from sepconc.data.imagenet import build_imagenet
 from sepconc.data.registry import TensorImageDataset
@@ -57,7 +58,7 @@ def test_non_interactive_output_has_no_redraws_and_few_lines(caplog, capsys):
     _run(10_000, 1.0, caplog)  # 2h46m: a line per 10 %, not per 30 s
     assert 9 <= len(caplog.records) <= 10
     caplog.clear()
-    _run(100, 0.01, caplog)  # 1 s of work: nothing at all without `done`
+    _run(100, 0.29, caplog, done=True)  # 29 s of work: nothing at all, even with `done`
     assert caplog.records == []
 
 
@@ -84,7 +85,8 @@ def test_interactive_terminal_shows_rate_and_eta(caplog):
     assert format_seconds(7620) == "2h07m" and format_seconds(185) == "3m05s"
 
 
-def test_cache_build_imagenet_scan_and_evaluation_show_progress(tmp_path, caplog):
+def test_cache_build_imagenet_scan_and_evaluation_show_progress(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(sepconc.progress, "LINE_SECONDS", 0.0)  # these take milliseconds
     images = torch.rand(40, 1, 16, 16)
     dataset = TensorImageDataset(images, torch.arange(40) % 4)
     with caplog.at_level(logging.INFO, logger="sepconc.progress"):
