@@ -121,7 +121,8 @@ def test_training_epoch_on_cuda_from_pinned_batches_matches_cpu():
         torch.randn(64, *shape, generator=gen),
         torch.randint(0, 3, (64,), generator=gen),
     )
-    losses = {}
+    losses, tf32 = {}, tf32_enabled()
+    set_tf32(False)  # PyTorch's default lets cuDNN convolutions use TF32
     for device in ("cpu", "cuda"):
         torch.manual_seed(0)
         net = build_model(config, shape, 3).to(device)
@@ -132,6 +133,7 @@ def test_training_epoch_on_cuda_from_pinned_batches_matches_cpu():
         optimizer = build_optimizer(net, 0.05, 0.9, 1e-4)
         out = train_epoch(net, net, optimizer, batches, 5e-4, 1, torch.device(device))
         losses[device] = out["loss"]
+    set_tf32(tf32)
     assert losses["cuda"] == pytest.approx(losses["cpu"], rel=1e-4)
 
 
