@@ -66,8 +66,8 @@ class SweepSpec:
     search: dict[str, dict[str, Any]]
     description: str = ""
     samples: int = 1
-    metric: str = "val_acc1"
-    mode: str = "max"
+    metric: str | list[str] = "val_acc1"  # a list: several objectives (see `metrics`)
+    mode: str | list[str] = "max"
     scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "fifo"})
     resources: dict[str, Any] = field(default_factory=dict)
     failure: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +77,17 @@ class SweepSpec:
     auto_resources: bool = False  # `resources: auto`: fitted to the machine by the driver
     text: str = ""  # the sweep file as given (logged as an artifact)
     overrides: list[str] = field(default_factory=list)  # `--set` items applied to `text`
+
+    @property
+    def metrics(self) -> list[str]:
+        """The objectives, first one first (`metric:` a name or a list of names); what needs
+        ONE metric (scheduler, progress table, budget) uses `metrics[0]`."""
+        return list(self.metric) if isinstance(self.metric, (list, tuple)) else [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        """`min`/`max` of each of `metrics`, in the same order."""
+        return list(self.mode) if isinstance(self.mode, (list, tuple)) else [self.mode]
 
     @property
     def workers(self) -> int:
