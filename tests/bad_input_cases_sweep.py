@@ -162,6 +162,6 @@ SWEEP_CASES.update({
         constraints={"params": {"min": 10, "max": 5}}),
     "constraint_refuses_everything": Case(
         "validate s.yaml --no-build",
-        r"^error: every configuration breaks constraints .*params 5,538 > max 100",
+        r"^error: every configuration breaks the constraints .*params 5,538 > max 100",
         {"s.yaml": sweep_text(constraints={"params": {"max": 100}})}),
 })  # fmt: skip

@@ -72,9 +72,9 @@ def validate_sweep(spec: SweepSpec, build: bool = True) -> list[Variant]:
     for check in EXTRA_CHECKS:
         problems += check(spec)
     if variants and all(v.refused for v in variants):
-        problems.append(f"every configuration breaks constraints {spec.constraints} (e.g. "
-                        f"{variants[0].params}: {', '.join(variants[0].refused)}); "
-                        f"loosen a bound or change search:")  # fmt: skip
+        problems.append(f"every configuration breaks the constraints (e.g. {variants[0].params}: "
+                        f"{', '.join(variants[0].refused)}); loosen a bound or change the "
+                        f"search space")  # fmt: skip
     if problems:
         raise UserError("\n".join(dict.fromkeys(problems)))
     return variants
