@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from sepconc.tracking.read import Trial, score
+
 
 def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
     """True when objective values `a` dominate `b` (`modes`: `min`/`max` per objective)."""
@@ -37,3 +39,10 @@ def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> lis
         if not any(dominates(points[j], points[i], modes) for j in front):
             front.append(i)
     return front
+
+
+def trial_points(trials: Sequence[Trial], metrics: Sequence[str], modes: Sequence[str]):
+    """Each trial's objective values, as `best` ranks by them (`read.score`: the trainer's
+    best-so-far `best_<metric>` where logged, else the best of the fetched history, else
+    the last value, e.g. `params`/`flops` logged at step 0)."""
+    return [[score(t, m, mode) for m, mode in zip(metrics, modes, strict=True)] for t in trials]

@@ -15,7 +15,7 @@ from sepconc.config import FIELD_SECTION, Config
 from sepconc.cost import COST_KEYS
 from sepconc.errors import UserError
 from sepconc.metrics.separation import FISHER_KEY
-from sepconc.sweep.pareto import pareto_front
+from sepconc.sweep.pareto import pareto_front, trial_points
 from sepconc.sweep.paths import read_meta
 from sepconc.sweep.reproduce import NOT_EXPORTED, run_settings
 from sepconc.sweep.spec import load_sweep
@@ -129,7 +129,7 @@ def pareto_rows(name: str, runs_dir: str | Path = "runs") -> list[dict]:
     _, client, trials = sweep_trials(name, runs_dir)
     trials = [t for t in trials if not t.failed]
     fetch_histories(client, trials, [m for m in metrics if m not in COST_KEYS])
-    points = [[score(t, m, mode) for m, mode in zip(metrics, modes, strict=True)] for t in trials]
+    points = trial_points(trials, metrics, modes)
     varying = varying_params(trials)
     rows = []
     for pick, i in enumerate(pareto_front(points, modes), start=1):
