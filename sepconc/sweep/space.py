@@ -78,9 +78,9 @@ def planned_trials(spec: SweepSpec, previous=()) -> list[dict[str, Any]]:
 def plan_trials(spec: SweepSpec, previous=()) -> Plan:
     """Enumerate the grid x `samples` (drawn entries from `random.Random(searcher.seed or
     0)`: the same file plans the same trials), then per trial: drop the swept options that
-    do not apply to its model (`dedup.drop_inapplicable`), refuse it when it breaks
-    `constraints:`, merge it into an identical earlier trial or a `previous` one
-    (`[(params, result)]`, already run)."""
+    do not apply to its model (`dedup.drop_inapplicable`), merge it into an identical
+    earlier trial or a `previous` one (`[(params, result)]`, already run), refuse it when
+    it breaks `constraints:` (each distinct configuration counted once)."""
     from sepconc.sweep.constraints import violations
     from sepconc.sweep.dedup import drop_inapplicable, trial_key
 
@@ -93,15 +93,15 @@ def plan_trials(spec: SweepSpec, previous=()) -> Plan:
         params, dropped = drop_inapplicable(spec, params)
         for key in dropped:
             plan.dropped[key] = plan.dropped.get(key, 0) + 1
-        broken = violations(spec, params)
-        if broken:
-            plan.refused.append((params, broken))
-            continue
         key = trial_key(spec, params)
         if key in seen:
             plan.merged += 1
             continue
         seen.add(key)
+        broken = violations(spec, params)
+        if broken:
+            plan.refused.append((params, broken))
+            continue
         plan.trials.append(params)
     return plan
 
