@@ -79,3 +79,18 @@ def build_search_alg(spec: SweepSpec, previous=()):
     from sepconc.sweep.optuna_search import SepconcOptunaSearch
 
     return SepconcOptunaSearch(spec, previous)
+
+
+def search_summary(spec: SweepSpec, tuner=None) -> str:
+    """The end-of-sweep line on what never ran: configurations merged as identical and
+    refused by the constraints (random/grid, `space.plan_trials`), or suggestions the
+    tpe/nsga2 searcher had refused (`tuner._sepconc_search`, set by `tuner.build_tuner`)."""
+    from sepconc.sweep.space import plan_trials
+
+    if spec.searcher.get("type", "random") in MODEL_BASED:
+        searcher = getattr(tuner, "_sepconc_search", None)
+        count = "?" if searcher is None else searcher.infeasible
+        return f"searcher {spec.searcher['type']}: {count} suggestion(s) broke the constraints, never trained"
+    plan = plan_trials(spec)
+    return (f"planned before launch: {plan.drawn} configuration(s), {plan.merged} merged as "
+            f"identical, {len(plan.refused)} refused by constraints, never trained")  # fmt: skip

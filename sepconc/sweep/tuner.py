@@ -75,12 +75,13 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
                             spec.gpus_per_worker, fixed),
         ProgressCallback(spec.metrics[0], trial_count(spec), spec.epochs, sched),
     ]  # fmt: skip
-    return tune.Tuner(
+    search_alg = build_search_alg(spec)
+    tuner = tune.Tuner(
         trainable,
         param_space=tune_param_space(spec),
         # the scheduler ranks by the first objective; a tpe/nsga2 searcher gets them all
         tune_config=tune.TuneConfig(metric=spec.metrics[0], mode=spec.modes[0],
-                                    scheduler=scheduler, search_alg=build_search_alg(spec),
+                                    scheduler=scheduler, search_alg=search_alg,
                                     num_samples=tune_num_samples(spec),
                                     max_concurrent_trials=concurrent,
                                     trial_dirname_creator=lambda t: t.trial_id),
@@ -91,3 +92,5 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
                                   checkpoint_config=tune.CheckpointConfig(
                                       num_to_keep=spec.checkpoint["keep"])),
     )  # fmt: skip
+    tuner._sepconc_search = search_alg  # its refusals, for the summary (search.search_summary)
+    return tuner
