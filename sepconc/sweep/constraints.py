@@ -102,7 +102,7 @@ def constraint_values(
 def trial_cost(spec: SweepSpec, flat_params: dict[str, Any]) -> dict[str, int] | None:
     """`model_cost` of the trial with swept values `flat_params`; None when it cannot be
     built (its problem is reported by `validate`)."""
-    from sepconc.sweep.space import trial_flat_config
+    from sepconc.sweep.trial_config import trial_flat_config
 
     try:
         return model_cost(Config.from_flat(trial_flat_config(spec, flat_params)))

@@ -51,7 +51,7 @@ def drop_inapplicable(spec: SweepSpec, params: dict[str, Any]) -> tuple[dict[str
     """`(params, dropped keys)`: `params` without the swept model options that do not apply
     to the network this trial builds: no other value of the option (the base's, the search
     entry's other options) changes its `model_signature`."""
-    from sepconc.sweep.space import sampler_values, trial_flat_config
+    from sepconc.sweep.trial_config import sampler_values, trial_flat_config
 
     def signature(values: dict[str, Any]) -> tuple | None:
         try:
@@ -78,7 +78,7 @@ def drop_inapplicable(spec: SweepSpec, params: dict[str, Any]) -> tuple[dict[str
 def trial_key(spec: SweepSpec, params: dict[str, Any]) -> str:
     """Equal for trials that build the same model and train it the same way (their resolved
     configs are equal); the params' text for a config that cannot be resolved."""
-    from sepconc.sweep.space import trial_flat_config
+    from sepconc.sweep.trial_config import trial_flat_config
 
     try:
         flat = Config.from_flat(trial_flat_config(spec, params)).to_flat()

@@ -23,11 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from sepconc.config import PER_BLOCK, Config
 
+# one trial's config and a search entry's checked values live there (no import cycle with
+# constraints/dedup); callers import them from here as before
+from sepconc.sweep.trial_config import RANGES as RANGES
+from sepconc.sweep.trial_config import sampler_values, trial_flat_config
+
 if TYPE_CHECKING:
     from sepconc.sweep.spec import SweepSpec
 
 MODEL_BASED = ("tpe", "nsga2")  # searchers that suggest each trial (sepconc.sweep.search)
-RANGES = ("uniform", "loguniform", "randint")  # [low, high]; randint's high is inclusive
 
 
 def tune_param_space(spec: SweepSpec, previous=()) -> dict[str, Any]:
@@ -131,31 +135,6 @@ def _draw(entry: dict[str, list], rng: random.Random) -> Any:
     if kind == "uniform":
         return rng.uniform(args[0], args[1])
     return math.exp(rng.uniform(math.log(args[0]), math.log(args[1])))
-
-
-def sampler_values(kind: str, args: list) -> list:
-    """The values `validate` checks for one search entry, as a trial would receive them:
-    every grid/choice option; randint's low, middle and high (ints); uniform's and
-    loguniform's low, middle (arithmetic / geometric) and high, as the floats Tune draws."""
-    if kind in ("grid", "choice"):
-        return list(args)
-    low, high = args
-    if kind == "randint":
-        return sorted({low, (low + high) // 2, high})
-    middle = (low + high) / 2 if kind == "uniform" else math.sqrt(low * high)
-    return [float(low), float(middle), float(high)]
-
-
-def trial_flat_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
-    """The flat training config of one trial, as `sweep/trial.py` builds it: `base`
-    overridden by the sampled `params`, then the sweep's run settings (one DDP process per
-    `workers_per_trial`, checkpoints, no per-trial MLflow run), seed 0 unless drawn."""
-    flat = {**spec.base, **params}
-    flat.update(num_workers=spec.resources.get("workers_per_trial", 1), tracking=False,
-                checkpoint_every=spec.checkpoint.get("every", 1),
-                checkpoint_keep=spec.checkpoint.get("keep", 2))  # fmt: skip
-    flat.setdefault("seed", 0)
-    return flat
 
 
 def sweep_wording(problem: str, spec: SweepSpec) -> str:
