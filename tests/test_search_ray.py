@@ -91,7 +91,7 @@ def test_grid_drops_merges_and_refuses_before_launch(tmp_path):
                          "P_proj_size": {"grid": [[4], [8]]}})  # fmt: skip
     shown = check_ok(launch("validate", path, "--no-build"))
     assert "8 configurations (grid x samples), 4 merged as identical, 2 refused" in shown
-    assert "-> 2 distinct trials" in shown and "sweep grid: 2 trials" in shown
+    assert "-> 2 distinct trials" in shown and "sweep grid: 2 distinct trials" in shown
     check_ok(launch("sweep", path, "--runs-dir", str(runs)))
     children = trials_in_order(client_for(runs), "grid")
     assert sorted(r.data.params["P_proj_size"] for r in children) == ["[4]", "[8]"]

@@ -160,7 +160,7 @@ def test_every_sweep_file_validates(path, capsys, monkeypatch):
     assert main(["validate", str(path), "--no-build"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     spec = load_sweep(path)
-    assert f"sweep {spec.name}: {trial_count(spec)} trials" in out
+    assert f"sweep {spec.name}: {trial_count(spec)} distinct trials" in out
     assert spec.name == path.stem  # the runs folder is named like the file
     assert "parameters " in out
 

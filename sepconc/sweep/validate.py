@@ -95,7 +95,8 @@ def summary_lines(spec: SweepSpec, variants: list[Variant]) -> list[str]:
 
     res = spec.resources
     lines = [
-        f"sweep {spec.name}: {trial_count(spec)} trials, {len(variants)} distinct configurations",
+        f"sweep {spec.name}: {trial_count(spec)} distinct trials; {len(variants)} configuration(s) "
+        f"checked (each discrete option, drawn values at their range's middle)",
         f"per trial: {res['workers_per_trial']} DDP worker(s) x {res['cpus_per_worker']:g} CPU"
         f" + {res['gpus_per_worker']:g} GPU; scheduler {spec.scheduler['type']}"
         + (f" (grace {spec.scheduler['grace_period']}, rf {spec.scheduler['reduction_factor']}, "
