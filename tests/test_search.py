@@ -144,3 +144,20 @@ def test_searcher_starts_from_previous_results():
     trials = searcher._ot_study.trials
     assert [t.values for t in trials[:2]] == [[90.0, 2828], [80.0, 2700]]
     assert trials[0].params == {"frame_width": "[16]", "lr": 0.01}  # a list option: its text
+
+
+def test_tpe_never_suggests_the_same_trial_twice():
+    from sepconc.sweep.search import build_search_alg
+
+    for search, distinct in (({"frame_width": {"grid": [[8], [16]]}}, 2),
+                             # scatnet has no frame: both options build one model
+                             ({"arch": {"grid": ["scatnet"]}, "frame_width": {"grid": [[8], [16]]}}, 1)):  # fmt: skip
+        searcher = build_search_alg(tpe_sweep(search=search))
+        found = []
+        for i in range(4):
+            suggested = searcher.suggest(f"t{i}")
+            if suggested == searcher.FINISHED:
+                break
+            found.append(suggested["params"])
+            searcher.on_trial_complete(f"t{i}", {"val_acc1": 50.0, "params": 1000})
+        assert len(found) == distinct and all(found.count(p) == 1 for p in found)

@@ -14,6 +14,11 @@ searcher: {type: tpe, seed: 0, startup_trials: 4}
   reproducible; `startup_trials`: random trials before the model is used (TPE's
   `n_startup_trials`, default 10; NSGA-II's population size, default 50).
 
+Repeats under tpe/nsga2: a suggestion that builds the same model with the same training
+settings as an earlier one (after dropping options that do not apply to its model) is
+not trained again: Optuna is told the earlier result and asked again; a discrete space
+whose distinct configurations were all suggested ends the search.
+
 Constraints (`constraints:`) under tpe/nsga2: each suggestion's cost is computed from its
 model plan; a configuration that breaks a bound is told to Optuna at once as finished,
 with its constraint values (`Trial.set_constraint`, Optuna 5's API for c-TPE and
@@ -89,8 +94,10 @@ def search_summary(spec: SweepSpec, tuner=None) -> str:
 
     if spec.searcher.get("type", "random") in MODEL_BASED:
         searcher = getattr(tuner, "_sepconc_search", None)
-        count = "?" if searcher is None else searcher.infeasible
-        return f"searcher {spec.searcher['type']}: {count} suggestion(s) broke the constraints, never trained"
+        if searcher is None:
+            return ""
+        return (f"searcher {spec.searcher['type']}: {searcher.infeasible} suggestion(s) broke the "
+                f"constraints, {searcher.merged} repeated an earlier trial; never trained")  # fmt: skip
     plan = plan_trials(spec)
     return (f"planned before launch: {plan.drawn} configuration(s), {plan.merged} merged as "
             f"identical, {len(plan.refused)} refused by constraints, never trained")  # fmt: skip
