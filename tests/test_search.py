@@ -133,6 +133,12 @@ def test_tpe_is_reproducible_with_a_seed_and_respects_constraints():
     refused = [t for t in searcher._ot_study.trials if any(v > 0 for v in t.constraints.values())]
     assert searcher.infeasible == len(refused) > 0  # told to Optuna, never suggested
     assert all(t.values[1] == 2636 for t in refused)  # with their real cost
+    nsga2 = {"type": "nsga2", "seed": 2, "startup_trials": 4}
+    found = suggestions(tpe_sweep(searcher=nsga2, constraints={"params": {"max": 2600}}), 6)[0]
+    assert (
+        found == suggestions(tpe_sweep(searcher=nsga2, constraints={"params": {"max": 2600}}), 6)[0]
+    )
+    assert all(p["frame_width"] != [64] for p in found)
 
 
 def test_searcher_starts_from_previous_results():
