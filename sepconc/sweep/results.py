@@ -86,6 +86,7 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
     fetch_histories(client, trials, [metric])
     varying = varying_params(trials)
     common = common_epoch([t.history[metric] for t in trials if not t.failed])
+    costs = [k for k in COST_KEYS if any(k in t.last for t in trials)]  # same columns every row
     rows = []
     for trial in rank(trials, metric, mode):
         row: dict[str, Any] = {"trial": trial.name, "status": trial.status,
@@ -96,7 +97,7 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
             row[f"{metric}_at_epoch{common}"] = trial.at(metric, common)
         row[f"final_{metric}"] = trial.value(metric)
         row[f"best_{metric}"] = score(trial, metric, mode)
-        row.update({k: trial.value(k) for k in COST_KEYS if k in trial.last})  # step 0
+        row.update({k: trial.value(k) for k in costs})  # logged at step 0 (NaN: not logged)
         block = _last_block(trial.last)
         if block:  # separation/concentration of the last block at the last epoch
             for stat in (FISHER_KEY, "within_rel", "ncm_acc"):
