@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sepconc.config import Config
+from sepconc.cost import model_cost
 from sepconc.distributed import World, current_world, launch_local
 from sepconc.errors import UserError, clean_reason
 from sepconc.loop import TrainingDiverged
@@ -111,8 +112,9 @@ def _run(config: Config, hooks: Sequence[EpochHook], tracker: Tracker) -> TrainR
     probe = probe_set(s.data.val, config.run.stats_probe_size) if config.run.stats_every else None
     progress = EpochProgress(enabled=world.is_main)
     best, metrics, done, stopped = s.best, {}, s.start_epoch, False
+    cost = model_cost(config)  # params, flops: result keys of every report (sweep objectives)
     for epoch in range(s.start_epoch, config.optim.epochs):
-        metrics = run_epoch(s, config, epoch, progress, probe)
+        metrics = {**run_epoch(s, config, epoch, progress, probe), **cost}
         done, best = epoch + 1, max(best, metrics["val_acc1"])
         metrics["best_val_acc1"] = best
         checkpoint = None

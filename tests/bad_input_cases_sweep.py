@@ -120,3 +120,48 @@ SWEEP_CASES: dict[str, Case] = {
         "validate s.yaml", r"s\.yaml: a sweep file is a mapping \(name:, base:, search:",
         {"s.yaml": "- a\n- b\n"}),
 }  # fmt: skip
+
+# Issue 13.1-13.3 (search): `searcher:`, list `metric:`/`mode:`, `constraints:`.
+SWEEP_CASES.update({
+    "searcher_unknown_type": sweep_case(
+        "searcher.type must be one of random, grid, tpe, nsga2, got 'tpee' (did you mean 'tpe'?)",
+        searcher={"type": "tpee"}),
+    "searcher_unknown_key": sweep_case(
+        "unknown key 'searcher.sede' (did you mean 'seed'?)", searcher={"type": "tpe", "sede": 1}),
+    "searcher_seed_negative": sweep_case(
+        "searcher.seed must be an integer >= 0, got -1", searcher={"type": "tpe", "seed": -1}),
+    "searcher_startup_on_random": sweep_case(
+        "searcher.startup_trials applies to tpe and nsga2, not random",
+        searcher={"type": "random", "startup_trials": 3}),
+    "searcher_grid_with_drawn_entry": sweep_case(
+        "searcher grid needs grid: entries only; search.lr is {'loguniform': [0.001, 0.1]}",
+        searcher={"type": "grid"}, search={"lr": {"loguniform": [0.001, 0.1]}}),
+    "metric_list_single_mode": sweep_case(
+        "metric ['val_acc1', 'params'] needs mode with one entry per objective, got mode 'max'",
+        metric=["val_acc1", "params"], mode="max"),
+    "metric_list_mode_lengths_differ": sweep_case(
+        "needs mode with one entry per objective, got mode ['max']",
+        metric=["val_acc1", "params"], mode=["max"]),
+    "metric_list_unknown_objective": sweep_case(
+        "metric 'param' is not one of val_acc1, val_acc5, val_loss, train_loss, train_acc1, "
+        "params, flops (did you mean 'params'?)", metric=["val_acc1", "param"], mode=["max", "min"]),
+    "metric_list_bad_mode": sweep_case(
+        "mode must be 'min' or 'max', got 'least'", metric=["val_acc1", "flops"],
+        mode=["max", "least"]),
+    "constraint_unknown_key": sweep_case(
+        "unknown constraint 'parameters'; constrain one of params, flops",
+        constraints={"parameters": {"max": 5e6}}),
+    "constraint_unknown_bound": sweep_case(
+        "constraints.params: unknown bound 'maximum'; use min or max",
+        constraints={"params": {"maximum": 5e6}}),
+    "constraint_bound_not_number": sweep_case(
+        "constraints.flops.max must be a number >= 0 (e.g. 5e6), got '2G'",
+        constraints={"flops": {"max": "2G"}}),
+    "constraint_min_above_max": sweep_case(
+        "constraints.params: min 10 > max 5; no model can satisfy it",
+        constraints={"params": {"min": 10, "max": 5}}),
+    "constraint_refuses_everything": Case(
+        "validate s.yaml --no-build",
+        r"^error: every configuration breaks the constraints .*params 5,538 > max 100",
+        {"s.yaml": sweep_text(constraints={"params": {"max": 100}})}),
+})  # fmt: skip

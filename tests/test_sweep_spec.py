@@ -18,7 +18,13 @@ import pytest
 import yaml
 
 from sepconc.errors import UserError
-from sepconc.sweep.space import architecture_variants, trial_count, tune_param_space
+from sepconc.sweep.space import (
+    architecture_variants,
+    plan_trials,
+    planned_trials,
+    trial_count,
+    tune_param_space,
+)
 from sepconc.sweep.spec import load_sweep, parse_sweep
 from tests.helpers import ROOT, launch
 
@@ -47,19 +53,20 @@ def test_defaults_filled_in():
 
 
 def test_seed_is_recorded_and_repeats_differ():
-    from ray.tune.search.sample import Integer
-
     # one sample: seed 0 in base, so it is logged with the trial and `best --out` keeps it
     assert parse_sweep(sweep()).base["seed"] == 0
-    assert "seed" not in tune_param_space(parse_sweep(sweep()))["params"]
+    assert all("seed" not in p for p in planned_trials(parse_sweep(sweep())))
     # repeats of a grid point draw a seed each (else they would be the same run)
     repeated = parse_sweep(sweep(samples=3))
     assert "seed" not in repeated.base
-    assert isinstance(tune_param_space(repeated)["params"]["seed"], Integer)
+    seeds = [p["seed"] for p in planned_trials(repeated)]
+    assert len(seeds) == 6 and len(set(seeds)) == 6 and all(isinstance(s, int) for s in seeds)
     fixed = parse_sweep(sweep(samples=3, base={**BASE, "seed": 7}))
-    assert fixed.base["seed"] == 7 and "seed" not in tune_param_space(fixed)["params"]
+    assert fixed.base["seed"] == 7 and all("seed" not in p for p in planned_trials(fixed))
+    # a searched seed repeated by samples: the same trial twice, run once
     searched = parse_sweep(sweep(samples=2, search={"seed": {"grid": [1, 2]}}))
-    assert tune_param_space(searched)["params"]["seed"] == {"grid_search": [1, 2]}
+    assert planned_trials(searched) == [{"seed": 1}, {"seed": 2}]
+    assert plan_trials(searched).merged == 2 and trial_count(searched) == 2
 
 
 def test_trial_count_and_variants_with_per_block_lists():
@@ -97,28 +104,27 @@ def test_trial_count_and_variants_with_per_block_lists():
     assert [v.label for v in architecture_variants(randint)][0] == "epochs=2 (of randint[2, 4])"
 
 
-def test_tune_param_space_types():
+def test_planned_trials_draws():
     from ray import tune
-    from ray.tune.search.sample import Categorical, Float, Integer, LogUniform
 
-    spec = parse_sweep(sweep(search={
+    raw = sweep(samples=40, search={
         "frame_width": {"grid": [[8], [16]]},
         "non_linearity": {"choice": ["relu", "absolute"]},
         "lr": {"loguniform": [0.001, 0.1]},
         "momentum": {"uniform": [0.5, 0.9]},
         "learning_rate_adjust_frequency": {"randint": [2, 3]},
-    }))  # fmt: skip
-    space = tune_param_space(spec)["params"]
-    assert space["frame_width"] == tune.grid_search([[8], [16]])
-    assert isinstance(space["non_linearity"], Categorical)
-    assert space["non_linearity"].categories == ["relu", "absolute"]
-    assert isinstance(space["lr"], Float) and isinstance(space["lr"].get_sampler(), LogUniform)
-    assert (space["lr"].lower, space["lr"].upper) == (0.001, 0.1)
-    assert isinstance(space["momentum"], Float)
-    assert (space["momentum"].lower, space["momentum"].upper) == (0.5, 0.9)
-    rint = space["learning_rate_adjust_frequency"]
-    assert isinstance(rint, Integer) and (rint.lower, rint.upper) == (2, 4)  # YAML high inclusive
-    assert {rint.sample() for _ in range(200)} == {2, 3}
+    })  # fmt: skip
+    spec = parse_sweep(raw)
+    trials = planned_trials(spec)
+    assert len(trials) == 80 and [t["frame_width"] for t in trials[:2]] == [[8], [16]]
+    assert {t["non_linearity"] for t in trials} == {"relu", "absolute"}
+    assert all(0.001 <= t["lr"] <= 0.1 and 0.5 <= t["momentum"] <= 0.9 for t in trials)
+    assert {t["learning_rate_adjust_frequency"] for t in trials} == {2, 3}  # high inclusive
+    # the same file plans the same trials; another searcher seed draws others
+    assert planned_trials(parse_sweep(raw)) == trials
+    other = planned_trials(parse_sweep({**raw, "searcher": {"type": "random", "seed": 1}}))
+    assert other != trials
+    assert tune_param_space(spec) == {"params": tune.grid_search(trials)}
 
 
 def test_set_overrides(tmp_path):
@@ -154,7 +160,7 @@ def test_every_sweep_file_validates(path, capsys, monkeypatch):
     assert main(["validate", str(path), "--no-build"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     spec = load_sweep(path)
-    assert f"sweep {spec.name}: {trial_count(spec)} trials" in out
+    assert f"sweep {spec.name}: {trial_count(spec)} distinct trials" in out
     assert spec.name == path.stem  # the runs folder is named like the file
     assert "parameters " in out
 

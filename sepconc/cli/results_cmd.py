@@ -18,6 +18,9 @@ def register(sub) -> None:
     b.add_argument("name")
     b.add_argument("-k", type=int, default=1, help="how many trials (default 1)")
     b.add_argument("--out", help="write the best trial's config here (YAML)")
+    b.add_argument("--pick", type=int, default=1, metavar="N",
+                   help="with --out/--register: the N-th row shown (default 1); with several "
+                        "objectives `best` shows the Pareto front and N picks from it")  # fmt: skip
     b.add_argument("--register", metavar="MODEL",
                    help="log the best trial's model as an MLflow PyTorch model and register "
                         "it as MODEL in the store's model registry")  # fmt: skip
@@ -54,17 +57,27 @@ def run_best(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise UserError(f"-k must be >= 1, got {args.k}")
-    rows = best_trials(args.name, args.k, args.runs_dir)
-    print_table(rows)
+    if args.pick < 1:
+        raise UserError(f"--pick must be >= 1, got {args.pick}")
+    rows = best_trials(args.name, max(args.k, args.pick), args.runs_dir)
+    if args.pick > len(rows):
+        raise UserError(f"--pick {args.pick}: sweep '{args.name}' shows {len(rows)} trial(s) "
+                        f"(its Pareto front or -k); pick 1 to {len(rows)}")  # fmt: skip
+    front = "pick" in rows[0]
+    if front:
+        print(f"Pareto front of sweep {args.name}: {len(rows)} non-dominated trial(s), in order "
+              f"of the first objective; `--pick N --out FILE` exports row N")  # fmt: skip
+    print_table(rows if front else rows[: max(args.k, args.pick)])
+    chosen = rows[args.pick - 1]
     if args.out:
-        export_config(args.name, rows[0]["run_id"], Path(args.out), args.runs_dir)
+        export_config(args.name, chosen["run_id"], Path(args.out), args.runs_dir)
         print(f"wrote {args.out}: retrain with `python launch.py train --config {args.out}`")
     if args.register:
         from sepconc.sweep.paths import read_meta
         from sepconc.tracking.models import best_model
 
         uri = read_meta(args.name, args.runs_dir)["tracking_uri"]
-        model_uri, version = best_model(uri, rows[0]["run_id"], args.register)
+        model_uri, version = best_model(uri, chosen["run_id"], args.register)
         print(f"registered {model_uri} as {args.register} version {version}: "
               f"mlflow.pytorch.load_model('models:/{args.register}/{version}')")  # fmt: skip
     return 0

@@ -97,6 +97,8 @@ def _print_summary(summary: dict, runs_dir: str) -> int:
         f"{summary['trials']} trials in {summary['seconds']:.0f} s; "
         f"errors: {summary['errors'] or 0}"
     )
+    if summary.get("search"):
+        print(summary["search"])
     print(
         f"compare: python launch.py compare {summary['name']}   "
         f"best: python launch.py best {summary['name']} --out best.yaml"

@@ -2,7 +2,8 @@
 
 `sweep_report(name)` writes, under `runs/sweeps/NAME/report/` unless told otherwise:
 `metric_vs_params.png`, `learning_curves.png`, `layer_stats.png`,
-`parallel_coordinates.png` and `summary.txt`, and logs them as artifacts (`report/`) of the
+`parallel_coordinates.png` (and `pareto.png` for a sweep with several objectives) and
+`summary.txt`, and logs them as artifacts (`report/`) of the
 sweep's MLflow parent run. Trials are compared at epochs they all reached, never at their
 own last epochs (`sepconc.tracking.epochs`). `run_report(run_id, uri)` writes `learning_curves.png`,
 `layer_stats.png` and `summary.txt` for one run and logs them to that run.
@@ -46,6 +47,9 @@ def sweep_report(name: str, runs_dir: str | Path = "runs", out: str | Path | Non
             "layer_stats": figures.layer_stats,
             "parallel_coordinates": figures.parallel_coordinates}  # fmt: skip
     files = [draw[fig](record, folder / f"{fig}.png", metric) for fig in SWEEP_FIGURES]
+    metrics, modes = _objectives(name, runs_dir)
+    if len(metrics) > 1:  # several objectives: their Pareto front (sepconc.sweep.pareto)
+        files.append(figures.pareto(record, folder / "pareto.png", metrics, modes))
     summary = format_summary(record, metric)
     files.append(_write(folder / "summary.txt", summary))
     if log_artifacts:
@@ -68,6 +72,15 @@ def run_report(run_id: str, tracking_uri: str, out: str | Path | None = None,
     if log_artifacts:
         _log(tracking_uri, run_id, files)
     return Report(folder, files, summary)
+
+
+def _objectives(name: str, runs_dir: str | Path) -> tuple[list[str], list[str]]:
+    """The sweep's objectives (one when its sweep file is not there)."""
+    from sepconc.sweep.results import sweep_objectives
+
+    if not (Path(runs_dir) / "sweeps" / name / "sweep.yaml").is_file():
+        return ["val_acc1"], ["max"]
+    return sweep_objectives(name, runs_dir)
 
 
 def _write(path: Path, text: str) -> Path:

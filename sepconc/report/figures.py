@@ -169,6 +169,40 @@ def parallel_coordinates(record: SweepRecord, path: Path, metric: str = "val_acc
         return save(fig, path)
 
 
+def pareto(record: SweepRecord, path: Path, metrics: list[str], modes: list[str]) -> Path:
+    """The Pareto front of a multi-objective sweep: the first objective against each other
+    one (one panel each, log scale for `params`/`flops`), every finished trial a grey dot,
+    the non-dominated trials (`sepconc.sweep.pareto`, as `best` lists them) in red,
+    joined in order and numbered as `best --pick N` numbers them."""
+    from sepconc.sweep.pareto import pareto_front, trial_points
+
+    trials = record.finished
+    points = trial_points(trials, metrics, modes)
+    front = pareto_front(points, modes)
+    others = list(range(1, len(metrics)))
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(5.5 * len(others), 4.8), layout="constrained")
+        axes = fig.subplots(1, len(others), squeeze=False)[0]
+        for ax, j in zip(axes, others, strict=True):
+            xs, ys = [p[j] for p in points], [p[0] for p in points]
+            ax.scatter(xs, ys, color="0.6", s=30, label=f"trials ({len(trials)})", zorder=2)
+            fx, fy = [xs[i] for i in front], [ys[i] for i in front]
+            order = sorted(range(len(front)), key=lambda k: fx[k])
+            ax.plot([fx[k] for k in order], [fy[k] for k in order], color="tab:red", marker="o",
+                    markersize=7, linewidth=1.5, label=f"Pareto front ({len(front)})", zorder=3)  # fmt: skip
+            for pick, (x, y) in enumerate(zip(fx, fy, strict=True), start=1):
+                ax.annotate(str(pick), (x, y), textcoords="offset points", xytext=(5, 5),
+                            fontsize=9, color="tab:red")  # fmt: skip
+            if metrics[j] in ("params", "flops") and min(xs, default=0) > 0:
+                ax.set_xscale("log")
+            ax.set_xlabel(f"{metrics[j]} ({modes[j]})")
+            ax.set_ylabel(f"{metrics[0]} ({modes[0]})")
+            ax.legend(loc="best", frameon=False)
+        fig.suptitle(f"Sweep {record.name}: Pareto front of {', '.join(metrics)}\nred: trials "
+                     f"no other trial beats on every objective, numbered as `best --pick N`")  # fmt: skip
+        return save(fig, path)
+
+
 def _at(trials: list[Trial], metric: str, epoch: int | None) -> list[float]:
     return [t.at(metric, epoch) for t in trials]
 

@@ -8,6 +8,8 @@ runs, sends one HTTP call per key and opens duplicate runs after a restore:
   trial re-reporting from its checkpoint) is not logged twice;
 - tags: sweep, trial id, status (running/completed/early_stopped/failed), the
   ASHA rung where a trial stopped, the nodes its workers ran on;
+- the model's cost (`params`, `flops`: `sepconc.cost`) as metrics at step 0, when the
+  trial's run is created (before its first epoch; not repeated per epoch);
 - the trial's whole resolved config (`trial_config`) as params and `config.yaml`, the
   reproducibility tags and, with local storage, its `data.json` (`sepconc.tracking.record`);
 - the final checkpoint's path as tag `sepconc.checkpoint` (`sepconc.tracking.models`);
@@ -26,6 +28,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sepconc.cost import COST_KEYS
 from sepconc.errors import UserError, clean_reason, fit_line
 from sepconc.sweep.space import describe
 from sepconc.tracking.models import TAG_CHECKPOINT, final_checkpoint
@@ -124,9 +127,21 @@ class MlflowSweepCallback(Callback):
             run_id = run.info.run_id
             # The trial's whole resolved config: `best --out` exports it for a retrain.
             log_config(self.client, run_id, flat)
+            self._log_cost(run_id, flat)
             self._logged[run_id] = 0
         self._runs[trial.trial_id] = run_id
         return run_id
+
+    def _log_cost(self, run_id: str, flat: dict[str, Any]) -> None:
+        """`params` and `flops` (`sepconc.cost`) at step 0, before the trial's first epoch."""
+        from sepconc.config import Config
+        from sepconc.cost import model_cost
+
+        try:
+            cost = model_cost(Config.from_flat(flat))
+        except UserError:  # the trial fails on it too, and says why
+            return
+        log_report(self.client, run_id, cost, step=0)
 
     def trial_config(self, trial) -> dict[str, Any]:
         """Every field of the trial's resolved config (`Config.to_flat()`): the config the
@@ -210,6 +225,7 @@ class MlflowSweepCallback(Callback):
         if epoch <= self._logged.get(run_id, 0):
             return  # re-reported after a retry from an earlier checkpoint: already logged
         tags = {TAG_NODES: result["sepconc_nodes"]} if "sepconc_nodes" in result else None
+        result = {k: v for k, v in result.items() if k not in COST_KEYS}  # logged at step 0
         log_report(self.client, run_id, result, step=epoch, tags=tags, timestamp_ms=stamp)
         self._logged[run_id] = epoch
         self._log_data(trial, run_id)

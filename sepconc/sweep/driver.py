@@ -184,6 +184,7 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
     `fit` removes the sweep's state (its name stays free)."""
     import ray
 
+    from sepconc.sweep.search import search_summary
     from sepconc.sweep.space import trial_count
 
     started = time.perf_counter()
@@ -204,6 +205,7 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
         if ray.is_initialized():
             ray.shutdown()
     summary = {"name": spec.name, "trials": trial_count(spec), "seconds": time.perf_counter() - started,
+               "search": search_summary(spec, tuner),  # what never ran (sepconc.sweep.search)
                "errors": sum(1 for r in results if r.error),
                "tracking_uri": meta["tracking_uri"]}  # fmt: skip
     finish_parent(meta, summary)

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from sepconc.config import FIELD_SECTION, Config
+from sepconc.cost import COST_KEYS
 from sepconc.errors import UserError
 from sepconc.metrics.separation import FISHER_KEY
+from sepconc.sweep.pareto import pareto_front, trial_points
 from sepconc.sweep.paths import read_meta
 from sepconc.sweep.reproduce import NOT_EXPORTED, run_settings
 from sepconc.sweep.spec import load_sweep
@@ -36,22 +38,30 @@ def _last_block(metrics: dict[str, float]) -> str | None:
     return blocks[-1] if blocks else None
 
 
-def sweep_objective(name: str, runs_dir: str | Path = "runs") -> tuple[str, str]:
-    """The sweep's `metric` and `mode`, from the sweep file it was launched with."""
+def sweep_objectives(name: str, runs_dir: str | Path = "runs") -> tuple[list[str], list[str]]:
+    """The sweep's objectives and their modes (`SweepSpec.metrics`/`.modes`), from the
+    sweep file it was launched with."""
     meta = read_meta(name, runs_dir)
     spec = load_sweep(Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml",
                       meta.get("overrides", []), name)  # fmt: skip
-    return spec.metric, spec.mode
+    return spec.metrics, spec.modes
+
+
+def sweep_objective(name: str, runs_dir: str | Path = "runs") -> tuple[str, str]:
+    """The sweep's first objective and its mode (what trials are ranked by)."""
+    metrics, modes = sweep_objectives(name, runs_dir)
+    return metrics[0], modes[0]
 
 
 def metric_mode(name: str, metric: str, runs_dir: str | Path = "runs") -> str:
-    """The direction of `metric` for sweep `name`: the sweep's `mode` when `metric` is its
-    objective (and its sweep file is there), else `read.mode_for(metric)`."""
+    """The direction of `metric` for sweep `name`: the sweep's `mode` when `metric` is one of
+    its objectives (and its sweep file is there), else `min` for a cost (`params`, `flops`)
+    and `read.mode_for(metric)` for the rest."""
     if (Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml").is_file():
-        objective, mode = sweep_objective(name, runs_dir)
-        if objective == metric:
-            return mode
-    return mode_for(metric)
+        metrics, modes = sweep_objectives(name, runs_dir)
+        if metric in metrics:
+            return modes[metrics.index(metric)]
+    return "min" if metric in COST_KEYS else mode_for(metric)
 
 
 def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = None,
@@ -76,6 +86,7 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
     fetch_histories(client, trials, [metric])
     varying = varying_params(trials)
     common = common_epoch([t.history[metric] for t in trials if not t.failed])
+    costs = [k for k in COST_KEYS if any(k in t.last for t in trials)]  # same columns every row
     rows = []
     for trial in rank(trials, metric, mode):
         row: dict[str, Any] = {"trial": trial.name, "status": trial.status,
@@ -86,6 +97,7 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
             row[f"{metric}_at_epoch{common}"] = trial.at(metric, common)
         row[f"final_{metric}"] = trial.value(metric)
         row[f"best_{metric}"] = score(trial, metric, mode)
+        row.update({k: trial.value(k) for k in costs})  # logged at step 0 (NaN: not logged)
         block = _last_block(trial.last)
         if block:  # separation/concentration of the last block at the last epoch
             for stat in (FISHER_KEY, "within_rel", "ncm_acc"):
@@ -97,11 +109,41 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
 
 
 def best_trials(name: str, k: int = 1, runs_dir: str | Path = "runs") -> list[dict]:
-    """The top `k` rows of `sweep_table` among trials that did not fail."""
-    rows = [r for r in sweep_table(name, runs_dir) if r["status"] != "failed"]
+    """The top `k` rows of `sweep_table` among trials that did not fail; with several
+    objectives, the whole Pareto front (`pareto_rows`) instead."""
+    metrics, _ = sweep_objectives(name, runs_dir)
+    if len(metrics) > 1:
+        rows = pareto_rows(name, runs_dir)
+    else:
+        rows = [r for r in sweep_table(name, runs_dir) if r["status"] != "failed"][:k]
     if not rows:
         raise UserError(f"sweep '{name}' has no finished trial yet; see `status {name}`")
-    return rows[:k]
+    return rows
+
+
+def pareto_rows(name: str, runs_dir: str | Path = "runs") -> list[dict]:
+    """The sweep's Pareto front (`pareto.pareto_front` over every objective's `score`, failed
+    trials left out): one row per non-dominated trial, in order of the first objective
+    (best first): `pick` (1, 2, ...: `best --pick N`), trial, status, epoch, the varying
+    params, each objective's value, run_id."""
+    metrics, modes = sweep_objectives(name, runs_dir)
+    _, client, trials = sweep_trials(name, runs_dir)
+    trials = [t for t in trials if not t.failed]
+    fetch_histories(client, trials, [m for m in metrics if m not in COST_KEYS])
+    points = trial_points(trials, metrics, modes)
+    varying = varying_params(trials)
+    rows = []
+    for pick, i in enumerate(pareto_front(points, modes), start=1):
+        trial = trials[i]
+        row: dict[str, Any] = {"pick": pick, "trial": trial.name, "status": trial.status,
+                               "epoch": int(trial.last.get("epoch", 0))}  # fmt: skip
+        row.update({k: trial.params.get(k, "") for k in varying})
+        row.update(
+            {f"{m} ({mode})": v for m, mode, v in zip(metrics, modes, points[i], strict=True)}
+        )
+        row["run_id"] = trial.run_id
+        rows.append(row)
+    return rows
 
 
 def export_config(name: str, run_id: str, out: Path, runs_dir: str | Path = "runs") -> Config:

@@ -1,75 +1,140 @@
 """Search space: a `SweepSpec` as a Ray Tune parameter space, and its expansion for `validate`.
 
-Grid entries multiply (Tune's `grid_search`); `choice`/`uniform`/`loguniform`/
-`randint` are drawn once per sample. Trial count = product of grid sizes x `samples`.
-Without a `seed` in the file, trials use seed 0, or with `samples > 1` a drawn seed each
-(so repeats of a grid point are not the same run); the seed is logged with the trial.
+Grid entries multiply; `choice`/`uniform`/`loguniform`/`randint` are drawn once per
+sample, by sepconc before launch (`plan_trials`: the same file plans the same trials).
+Options that do not apply to a trial's model are dropped from it, identical trials are
+merged and constraint violators refused, so a sweep runs `trial_count` distinct trials
+(at most the product of grid sizes x `samples`). Under tpe/nsga2 the searcher suggests
+each trial instead (`sepconc.sweep.search`). Without a `seed` in the file, trials use
+seed 0, or with `samples > 1` a drawn seed each (so repeats of a grid point are not the
+same run); the seed is logged with the trial.
 A value may be a per-block list: `frame_width: {grid: [[1024, 2048], [512, 1024]]}`.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sepconc.config import PER_BLOCK, Config
 
+# one trial's config and a search entry's checked values live there (no import cycle with
+# constraints/dedup); callers import them from here as before
+from sepconc.sweep.trial_config import RANGES as RANGES
+from sepconc.sweep.trial_config import sampler_values, trial_flat_config
+
 if TYPE_CHECKING:
     from sepconc.sweep.spec import SweepSpec
 
-RANGES = ("uniform", "loguniform", "randint")  # [low, high]; randint's high is inclusive
+MODEL_BASED = ("tpe", "nsga2")  # searchers that suggest each trial (sepconc.sweep.search)
 
 
-def tune_param_space(spec: SweepSpec) -> dict[str, Any]:
-    """`{"params": {name: tune domain or constant}}` for `Tuner(param_space=...)`."""
+def tune_param_space(spec: SweepSpec, previous=()) -> dict[str, Any]:
+    """`{"params": ...}` for `Tuner(param_space=...)`: under random/grid, Tune's grid over the
+    `planned_trials` (each a dict of swept values; `num_samples` 1); under tpe/nsga2 the
+    searcher suggests every trial's params (`sepconc.sweep.search.build_search_alg`)."""
     from ray import tune
 
-    params: dict[str, Any] = {}
-    for key, entry in spec.search.items():
-        kind, args = next(iter(entry.items()))
-        params[key] = {
-            "grid": lambda a: tune.grid_search(a),
-            "choice": lambda a: tune.choice(a),
-            "uniform": lambda a: tune.uniform(*a),
-            "loguniform": lambda a: tune.loguniform(*a),
-            "randint": lambda a: tune.randint(a[0], a[1] + 1),  # inclusive high, like the YAML says
-        }[kind](args)
-    if "seed" not in spec.base and "seed" not in params:  # samples > 1 (spec.py): the repeats
-        params["seed"] = tune.randint(0, 2**31 - 1)  # differ in their seed, each one logged
-    return {"params": params}
+    if spec.searcher.get("type", "random") in MODEL_BASED:
+        return {"params": {}}
+    return {"params": tune.grid_search(planned_trials(spec, previous))}
+
+
+def tune_num_samples(spec: SweepSpec) -> int:
+    """`TuneConfig.num_samples`: the trial budget under tpe/nsga2, else 1 (the planned list)."""
+    return spec.samples if spec.searcher.get("type", "random") in MODEL_BASED else 1
 
 
 def trial_count(spec: SweepSpec) -> int:
-    grids = [len(e["grid"]) for e in spec.search.values() if "grid" in e]
-    return math.prod(grids) * spec.samples
+    """Trials the sweep runs: the distinct planned ones (random/grid), the budget (tpe/nsga2)."""
+    if spec.searcher.get("type", "random") in MODEL_BASED:
+        return spec.samples
+    return len(planned_trials(spec))
 
 
-def sampler_values(kind: str, args: list) -> list:
-    """The values `validate` checks for one search entry, as a trial would receive them:
-    every grid/choice option; randint's low, middle and high (ints); uniform's and
-    loguniform's low, middle (arithmetic / geometric) and high, as the floats Tune draws."""
-    if kind in ("grid", "choice"):
-        return list(args)
-    low, high = args
+@dataclass
+class Plan:
+    """The trials of a random/grid sweep, and what was taken out before launch.
+
+    `drawn`: configurations enumerated (grid product x `samples`); `refused`: `(params,
+    broken bounds)` of those outside `constraints:`; `merged`: those identical to an
+    earlier one (or to a `previous` trial); `dropped`: swept key -> trials it did not apply
+    to (removed from their params)."""
+
+    trials: list[dict[str, Any]]
+    drawn: int = 0
+    refused: list[tuple[dict[str, Any], list[str]]] = field(default_factory=list)
+    merged: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def planned_trials(spec: SweepSpec, previous=()) -> list[dict[str, Any]]:
+    """The swept values of every trial a random/grid sweep launches (`plan_trials`), in
+    Tune's order (the grid, `samples` times); [] under tpe/nsga2 (the searcher suggests)."""
+    return plan_trials(spec, previous).trials
+
+
+def plan_trials(spec: SweepSpec, previous=()) -> Plan:
+    """Enumerate the grid x `samples` (drawn entries from `random.Random(searcher.seed or
+    0)`: the same file plans the same trials), then per trial: drop the swept options that
+    do not apply to its model (`dedup.drop_inapplicable`), merge it into an identical
+    earlier trial or a `previous` one (`[(params, result)]`, already run), refuse it when
+    it breaks `constraints:` (each distinct configuration counted once)."""
+    from sepconc.sweep.constraints import violations
+    from sepconc.sweep.dedup import drop_inapplicable, trial_key
+
+    if spec.searcher.get("type", "random") in MODEL_BASED:
+        return Plan([])
+    plan = Plan([])
+    seen = {trial_key(spec, drop_inapplicable(spec, dict(p))[0]) for p, _ in previous}
+    for params in _enumerate(spec):
+        plan.drawn += 1
+        params, dropped = drop_inapplicable(spec, params)
+        for key in dropped:
+            plan.dropped[key] = plan.dropped.get(key, 0) + 1
+        key = trial_key(spec, params)
+        if key in seen:
+            plan.merged += 1
+            continue
+        seen.add(key)
+        broken = violations(spec, params)
+        if broken:
+            plan.refused.append((params, broken))
+            continue
+        plan.trials.append(params)
+    return plan
+
+
+def _enumerate(spec: SweepSpec) -> Iterator[dict[str, Any]]:
+    """Every configuration of a random/grid sweep before any is removed (`plan_trials`)."""
+    rng = random.Random(spec.searcher.get("seed", 0))
+    grids = {k: e["grid"] for k, e in spec.search.items() if "grid" in e}
+    draw_seed = "seed" not in spec.base and "seed" not in spec.search  # samples > 1 (spec.py)
+    for _ in range(spec.samples):
+        for combo in itertools.product(*grids.values()):
+            chosen = dict(zip(grids, combo, strict=True))
+            params = {k: chosen[k] if k in chosen else _draw(e, rng)
+                      for k, e in spec.search.items()}  # fmt: skip
+            if draw_seed:  # repeats of a grid point differ in their seed, each one logged
+                params["seed"] = rng.randrange(2**31 - 1)
+            yield params
+
+
+def _draw(entry: dict[str, list], rng: random.Random) -> Any:
+    """One value of a `choice`/`uniform`/`loguniform`/`randint` (both ends included) entry."""
+    kind, args = next(iter(entry.items()))
+    if kind == "choice":
+        return copy.deepcopy(rng.choice(args))
     if kind == "randint":
-        return sorted({low, (low + high) // 2, high})
-    middle = (low + high) / 2 if kind == "uniform" else math.sqrt(low * high)
-    return [float(low), float(middle), float(high)]
-
-
-def trial_flat_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
-    """The flat training config of one trial, as `sweep/trial.py` builds it: `base`
-    overridden by the sampled `params`, then the sweep's run settings (one DDP process per
-    `workers_per_trial`, checkpoints, no per-trial MLflow run), seed 0 unless drawn."""
-    flat = {**spec.base, **params}
-    flat.update(num_workers=spec.resources.get("workers_per_trial", 1), tracking=False,
-                checkpoint_every=spec.checkpoint.get("every", 1),
-                checkpoint_keep=spec.checkpoint.get("keep", 2))  # fmt: skip
-    flat.setdefault("seed", 0)
-    return flat
+        return rng.randint(args[0], args[1])
+    if kind == "uniform":
+        return rng.uniform(args[0], args[1])
+    return math.exp(rng.uniform(math.log(args[0]), math.log(args[1])))
 
 
 def sweep_wording(problem: str, spec: SweepSpec) -> str:

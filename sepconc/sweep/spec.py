@@ -9,8 +9,10 @@ search:                         # one spec per parameter
   frame_width: {grid: [[256, 512], [512, 1024]]}   # per-block lists allowed
   lr: {loguniform: [0.001, 0.1]}
 samples: 1                      # repeats of the grid (x random draws)
-metric: val_acc1
-mode: max
+metric: val_acc1                # or a list of objectives: [val_acc1, params] (objectives.py)
+mode: max                       # or [max, min]
+searcher: {type: tpe, seed: 0, startup_trials: 4}   # random (default) | grid | tpe | nsga2
+constraints: {params: {max: 5e6}, flops: {max: 2e9}}   # never trained (constraints.py)
 scheduler: {type: asha, grace_period: 1, reduction_factor: 2, max_t: 6}   # or {type: fifo}
 resources: {workers_per_trial: 2, gpus_per_worker: 0, cpus_per_worker: 1, max_concurrent_trials: 1}
 failure: {max_retries: 1}
@@ -41,11 +43,15 @@ import yaml
 from sepconc.config import Config, suggest
 from sepconc.errors import UserError
 from sepconc.sweep import space
+from sepconc.sweep.constraints import parse_constraints
+from sepconc.sweep.objectives import parse_objectives
+from sepconc.sweep.search import parse_searcher
 from sepconc.yamlio import dump_yaml, load_yaml
 
 SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 TOP_KEYS = ("name", "description", "base", "search", "samples", "metric", "mode", "scheduler",
-            "resources", "failure", "checkpoint", "tracking", "storage")  # fmt: skip
+            "resources", "failure", "checkpoint", "tracking", "storage", "searcher",
+            "constraints")  # fmt: skip
 SECTION_KEYS = {
     "scheduler": {"type": str, "grace_period": int, "reduction_factor": (int, float),
                   "max_t": int},
@@ -56,7 +62,6 @@ SECTION_KEYS = {
     "tracking": {"uri": str, "experiment": str, "system_metrics": bool},
 }  # fmt: skip
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-METRICS = ("val_acc1", "val_acc5", "val_loss", "train_loss", "train_acc1")
 
 
 @dataclass
@@ -66,17 +71,30 @@ class SweepSpec:
     search: dict[str, dict[str, Any]]
     description: str = ""
     samples: int = 1
-    metric: str = "val_acc1"
-    mode: str = "max"
+    metric: str | list[str] = "val_acc1"  # a list: several objectives (see `metrics`)
+    mode: str | list[str] = "max"
     scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "fifo"})
     resources: dict[str, Any] = field(default_factory=dict)
     failure: dict[str, Any] = field(default_factory=dict)
     checkpoint: dict[str, Any] = field(default_factory=dict)
     tracking: dict[str, Any] = field(default_factory=dict)
     storage: str | None = None
+    searcher: dict[str, Any] = field(default_factory=lambda: {"type": "random"})  # search.py
+    constraints: dict[str, dict[str, float]] = field(default_factory=dict)  # constraints.py
     auto_resources: bool = False  # `resources: auto`: fitted to the machine by the driver
     text: str = ""  # the sweep file as given (logged as an artifact)
     overrides: list[str] = field(default_factory=list)  # `--set` items applied to `text`
+
+    @property
+    def metrics(self) -> list[str]:
+        """The objectives, first one first (`metric:` a name or a list of names); what needs
+        ONE metric (scheduler, progress table, budget) uses `metrics[0]`."""
+        return list(self.metric) if isinstance(self.metric, (list, tuple)) else [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        """`min`/`max` of each of `metrics`, in the same order."""
+        return list(self.mode) if isinstance(self.mode, (list, tuple)) else [self.mode]
 
     @property
     def workers(self) -> int:
@@ -197,14 +215,7 @@ def parse_sweep(raw: dict[str, Any], text: str = "", where: str = "sweep") -> Sw
     spec.samples = 1 if samples is None else samples
     if spec.samples < 1:
         add(f"{where}: samples must be >= 1, got {spec.samples}")
-    metric = _collect(problems, _typed, raw.get("metric", "val_acc1"), str, "metric", where)
-    spec.metric = metric or "val_acc1"
-    if metric is not None and metric not in METRICS:
-        add(f"{where}: metric '{metric}' is not one of {', '.join(METRICS)}"
-            f"{suggest(metric, METRICS)}")  # fmt: skip
-    spec.mode = raw.get("mode", "min" if spec.metric.endswith("loss") else "max")
-    if spec.mode not in ("min", "max"):
-        add(f"{where}: mode must be 'min' or 'max', got {spec.mode!r}")
+    problems += parse_objectives(raw, spec, where)  # metric/mode: sepconc.sweep.objectives
     spec.auto_resources = raw.get("resources") == "auto"  # sepconc.sweep.resources fits it
     for section in SECTION_KEYS:
         value = None if section == "resources" and spec.auto_resources else raw.get(section)
@@ -222,6 +233,7 @@ def parse_sweep(raw: dict[str, Any], text: str = "", where: str = "sweep") -> Sw
         problems += entry_problems
         if entry:
             spec.search[key] = entry
+    problems += parse_searcher(raw, spec, where) + parse_constraints(raw, spec, where)
     if "seed" not in spec.base and "seed" not in spec.search and spec.samples == 1:
         spec.base["seed"] = 0  # logged with each trial: `best --out` retrains the same run
     epochs_ok = not any(": base: epochs " in p for p in base_problems)

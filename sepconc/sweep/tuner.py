@@ -57,7 +57,8 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from sepconc.sweep.callbacks import MlflowSweepCallback, ProgressCallback
-    from sepconc.sweep.space import trial_count, tune_param_space
+    from sepconc.sweep.search import build_search_alg
+    from sepconc.sweep.space import trial_count, tune_num_samples, tune_param_space
 
     sched = spec.scheduler
     scheduler = FIFOScheduler()
@@ -72,13 +73,17 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
         MlflowSweepCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
                             spec.name, spec.base, spec.epochs, sched, spec.workers,
                             spec.gpus_per_worker, fixed),
-        ProgressCallback(spec.metric, trial_count(spec), spec.epochs, sched),
+        ProgressCallback(spec.metrics[0], trial_count(spec), spec.epochs, sched),
     ]  # fmt: skip
-    return tune.Tuner(
+    search_alg = build_search_alg(spec)
+    tuner = tune.Tuner(
         trainable,
         param_space=tune_param_space(spec),
-        tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler,
-                                    num_samples=spec.samples, max_concurrent_trials=concurrent,
+        # the scheduler ranks by the first objective; a tpe/nsga2 searcher gets them all
+        tune_config=tune.TuneConfig(metric=spec.metrics[0], mode=spec.modes[0],
+                                    scheduler=scheduler, search_alg=search_alg,
+                                    num_samples=tune_num_samples(spec),
+                                    max_concurrent_trials=concurrent,
                                     trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(name=spec.name, storage_path=paths.under("tune"),
                                   callbacks=callbacks, verbose=0,
@@ -87,3 +92,5 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
                                   checkpoint_config=tune.CheckpointConfig(
                                       num_to_keep=spec.checkpoint["keep"])),
     )  # fmt: skip
+    tuner._sepconc_search = search_alg  # its refusals, for the summary (search.search_summary)
+    return tuner

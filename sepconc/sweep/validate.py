@@ -7,12 +7,19 @@ one line each; `EXTRA_CHECKS` is where other checks of a parsed sweep add theirs
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
+from sepconc.cost import model_cost
 from sepconc.data import dataset_spec
 from sepconc.errors import UserError
-from sepconc.model import expected_parameter_count
-from sepconc.sweep.space import architecture_variants, trial_count, trial_flat_config
+from sepconc.sweep.constraints import cost_violations
+from sepconc.sweep.space import (
+    architecture_variants,
+    describe,
+    plan_trials,
+    trial_count,
+    trial_flat_config,
+)
 from sepconc.sweep.spec import SweepSpec
 
 # Further checks of a parsed sweep (e.g. its resources against the cluster): each takes the
@@ -24,15 +31,18 @@ EXTRA_CHECKS: list[Callable[[SweepSpec], list[str]]] = []
 class Variant:
     params: str
     parameters: int
+    flops: int = 0
+    refused: list[str] = field(default_factory=list)  # broken `constraints:` bounds
 
 
 def validate_sweep(spec: SweepSpec, build: bool = True) -> list[Variant]:
-    """Every distinct architecture's parameter count.
+    """Every distinct architecture's parameter count, forward FLOPs per image and broken
+    `constraints:` bounds.
 
     Raises `UserError` listing every impossible trial (naming it with the values it
     uses) and every problem of `EXTRA_CHECKS`, one line each. With `build`, each
     architecture is also instantiated (on CPU) and its real parameter count compared
-    with the formula.
+    with the formula. When every configuration breaks the constraints, that is a problem.
     """
     variants, seen, built, problems = [], {}, set(), []
     for variant in architecture_variants(spec):
@@ -49,16 +59,22 @@ def validate_sweep(spec: SweepSpec, build: bool = True) -> list[Variant]:
                 (replace(config.model, non_linearity="", zero_bias=False), shape, classes)
             )
             if key not in seen:
-                seen[key] = expected_parameter_count(config.model, shape, classes)
+                seen[key] = model_cost(config)
             if build and layout not in built:
-                _check_built(config, shape, classes, seen[key])
+                _check_built(config, shape, classes, seen[key]["params"])
                 built.add(layout)
         except UserError as exc:
             problems += [f"trial {variant.label}: {line}" for line in str(exc).splitlines()]
             continue
-        variants.append(Variant(variant.label, seen[key]))
+        cost = seen[key]
+        variants.append(Variant(variant.label, cost["params"], cost["flops"],
+                                cost_violations(spec.constraints, cost)))  # fmt: skip
     for check in EXTRA_CHECKS:
         problems += check(spec)
+    if variants and all(v.refused for v in variants):
+        problems.append(f"every configuration breaks the constraints (e.g. {variants[0].params}: "
+                        f"{', '.join(variants[0].refused)}); loosen a bound or change the "
+                        f"search space")  # fmt: skip
     if problems:
         raise UserError("\n".join(dict.fromkeys(problems)))
     return variants
@@ -79,7 +95,8 @@ def summary_lines(spec: SweepSpec, variants: list[Variant]) -> list[str]:
 
     res = spec.resources
     lines = [
-        f"sweep {spec.name}: {trial_count(spec)} trials, {len(variants)} distinct configurations",
+        f"sweep {spec.name}: {trial_count(spec)} distinct trials; {len(variants)} configuration(s) "
+        f"checked (each discrete option, drawn values at their range's middle)",
         f"per trial: {res['workers_per_trial']} DDP worker(s) x {res['cpus_per_worker']:g} CPU"
         f" + {res['gpus_per_worker']:g} GPU; scheduler {spec.scheduler['type']}"
         + (f" (grace {spec.scheduler['grace_period']}, rf {spec.scheduler['reduction_factor']}, "
@@ -93,6 +110,43 @@ def summary_lines(spec: SweepSpec, variants: list[Variant]) -> list[str]:
         lines.append("seed: drawn per trial (samples > 1), logged with it")
     for note in Config.from_flat(trial_flat_config(spec, {})).notes:
         lines.append(f"base {note}")
+    lines += search_lines(spec)
     for v in variants:
-        lines.append(f"  {v.params}: parameters {v.parameters:,}")
+        refused = f"  REFUSED by constraints: {', '.join(v.refused)}" if v.refused else ""
+        lines.append(f"  {v.params}: parameters {v.parameters:,}, flops {v.flops:,}{refused}")
+    return lines
+
+
+def search_lines(spec: SweepSpec) -> list[str]:
+    """`validate`'s lines on the searcher, the objectives, the constraints and what
+    `plan_trials` took out before launch (counted)."""
+    from sepconc.sweep.search import MODEL_BASED
+
+    cfg = spec.searcher
+    objectives = ", ".join(
+        f"{m} ({mode})" for m, mode in zip(spec.metrics, spec.modes, strict=True)
+    )
+    lines = [f"objectives: {objectives}" + (f"; Pareto front in `best`, the scheduler uses "
+                                            f"{spec.metrics[0]}" if len(spec.metrics) > 1 else "")]  # fmt: skip
+    if spec.constraints:
+        bounds = [f"{k} {'>=' if b == 'min' else '<='} {v:g}"
+                  for k, kb in spec.constraints.items() for b, v in kb.items()]  # fmt: skip
+        lines.append(f"constraints: {', '.join(bounds)} (params, flops per image: exact from the "
+                     f"model plan; a configuration outside is never trained)")  # fmt: skip
+    if cfg["type"] in MODEL_BASED:
+        extra = "".join(f", {k} {cfg[k]}" for k in ("seed", "startup_trials") if k in cfg)
+        lines.append(f"searcher: {cfg['type']}{extra}: up to {spec.samples} trials (samples is "
+                     f"the budget); configurations breaking the constraints are told to it "
+                     f"as infeasible, never trained")  # fmt: skip
+        return lines
+    plan = plan_trials(spec)
+    seed = f" (seed {cfg['seed']})" if "seed" in cfg else ""
+    lines.append(f"searcher: {cfg['type']}{seed}: {plan.drawn} configurations (grid x samples), "
+                 f"{plan.merged} merged as identical, {len(plan.refused)} refused by constraints "
+                 f"-> {len(plan.trials)} distinct trials")  # fmt: skip
+    for key, count in plan.dropped.items():
+        lines.append(f"  search.{key}: not applicable to the model of {count} trial(s), dropped "
+                     f"from them")  # fmt: skip
+    for params, broken in plan.refused:
+        lines.append(f"  refused: {describe(params)}: {', '.join(broken)}")
     return lines

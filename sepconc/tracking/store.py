@@ -46,7 +46,11 @@ MODEL_TRAINING = "custom_model_development"
 EPOCH_METRICS = ("epoch", "train_loss", "train_acc1", "train_acc5", "val_loss", "val_acc1",
                  "val_acc5", "lr", "epoch_seconds", "images_per_s", "nonfinite_grads",
                  "best_val_acc1")  # fmt: skip
-RUN_METRICS = ("sweep_seconds",)  # the parent run's
+RUN_METRICS = (
+    "sweep_seconds",  # the parent run's
+    "params",
+    "flops",
+)  # a model's cost (sepconc.cost), known before training
 # Frame diagnostics and class statistics (`input/...`, `block{i}/...`), and MLflow's own
 # system-metrics sampler (`system/...`).
 METRIC_PATTERN = re.compile(r"^(?:(?:input|block\d+)/\S+|system/\S+)$")

@@ -27,7 +27,7 @@ class EpochReport:
     already handled. Its return value is ignored."""
 
     epoch: int  # epochs completed (1-based)
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # the epoch's row, with the model's `params` and `flops`
     checkpoint: Path | None
     run_dir: Path
     rank: int
