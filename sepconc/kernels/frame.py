@@ -122,14 +122,20 @@ class PointwiseReluFrame(torch.autograd.Function):
     def backward(ctx, grad):
         norms, unit, w, coeffs = ctx.saved_tensors
         grad_w = coeffs.T @ grad
-        grad_unit = torch.empty_like(unit)
+        # No gradient at the rows when nothing asks for it (the `analysis` frame reads the
+        # images): one of the four (N, width)-sized matrix products fewer.
+        needs_rows = ctx.needs_input_grad[0]
+        grad_unit = torch.empty_like(unit) if needs_rows else None
         # The coefficients' gradient `mask * (grad w^T)` is as large as `coeffs`; made and
         # used a block of rows at a time (a reused ~16 MiB buffer), it never costs a fresh
         # (N, width) allocation, whose page faults on CPU cost more than the masking pass.
         for block in row_blocks(len(unit), len(w)):
             grad_z = relu_backward_(grad[block] @ w.T, coeffs[block])
-            grad_unit[block] = grad_z @ w
+            if needs_rows:
+                grad_unit[block] = grad_z @ w
             grad_w.addmm_(grad_z.T, unit[block])
+        if not needs_rows:
+            return None, grad_w, None
         # through `unit = rows / ||rows||`: project out the radial part, divide by the norm
         grad_rows = (grad_unit - unit * (unit * grad_unit).sum(1, keepdim=True)) / norms
         return grad_rows, grad_w, None
