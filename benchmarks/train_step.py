@@ -23,13 +23,16 @@ prints the speed-up of `auto` (the other models have no phase scattering and run
 `--compare-kernels [--rounds R]` builds each model twice, `--kernels reference` (stock
 PyTorch: the frame as convolutions, i.e. every k > 1 frame as it ran before the patch
 kernels) and `auto`, and times them in turn in one process (R rounds of `--steps` steps
-each), printing both rates and `auto/reference`. Default models: mnist-analysis,
+each, alternating), printing both rates over all rounds, `auto/reference`, and the median,
+min and max of the rounds' own ratios (each from two adjacent slices of steps, so the least
+moved by the machine's load drifting). Default models: mnist-analysis,
 cifar10-scatnetblock, cifar10-sba-relu.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -123,16 +126,20 @@ def images_per_second(
 
 
 def compare_kernels(flat: dict, batch: int, warmup: int, steps: int, rounds: int):
-    """images/s of `--kernels reference` and `auto` on the same model, timed interleaved:
-    `rounds` times `steps` steps of each in turn, after `warmup` steps of each."""
+    """`--kernels reference` and `auto` on the same model, timed interleaved: `rounds` times
+    `steps` steps of each in turn, after `warmup` steps of each. Returns (images/s of each
+    over all rounds, the `auto/reference` ratio of each round)."""
     steppers = {k: Stepper(flat, "auto", batch, k) for k in ("reference", "auto")}
     for stepper in steppers.values():
         stepper.seconds(warmup)
     total = dict.fromkeys(steppers, 0.0)
+    ratios = []
     for _ in range(rounds):
-        for kernels, stepper in steppers.items():
-            total[kernels] += stepper.seconds(steps)
-    return {k: batch * steps * rounds / s for k, s in total.items()}
+        seconds = {kernels: stepper.seconds(steps) for kernels, stepper in steppers.items()}
+        ratios.append(seconds["reference"] / seconds["auto"])
+        for kernels, s in seconds.items():
+            total[kernels] += s
+    return {k: batch * steps * rounds / s for k, s in total.items()}, ratios
 
 
 def main() -> None:
@@ -206,12 +213,15 @@ def run_kernel_comparison(args) -> None:
     print(f"CPU, {args.threads} threads, batch {args.batch}, float32, {args.warmup} warm-up "
           f"steps each, then {args.rounds} rounds of {args.steps} steps of reference, "
           f"{args.steps} of auto (interleaved; full training step)")  # fmt: skip
-    print(f"{'model':<22} {'reference img/s':>16} {'auto img/s':>11} {'auto/reference':>15}")
+    print(f"{'model':<22} {'reference img/s':>16} {'auto img/s':>11} {'auto/reference':>15} "
+          f"{'per round: median [min, max]':>29}")  # fmt: skip
     for name in names:
-        rates = compare_kernels(MODELS[name], args.batch, args.warmup, args.steps, args.rounds)
+        rates, ratios = compare_kernels(MODELS[name], args.batch, args.warmup, args.steps,
+                                        args.rounds)  # fmt: skip
         ratio = rates["auto"] / rates["reference"]
-        print(f"{name:<22} {rates['reference']:>16.1f} {rates['auto']:>11.1f} {ratio:>14.2f}x",
-              flush=True)  # fmt: skip
+        spread = f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}, {max(ratios):.2f}]"
+        print(f"{name:<22} {rates['reference']:>16.1f} {rates['auto']:>11.1f} {ratio:>14.2f}x "
+              f"{spread:>29}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
