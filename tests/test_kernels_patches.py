@@ -93,6 +93,12 @@ def test_patch_count_is_the_reference_count_and_kept():
     want = F.conv_transpose2d(torch.ones(1, 1, 3, 3, dtype=torch.float64), ones, stride=s)
     torch.testing.assert_close(count, want[0, 0], rtol=0, atol=0)
     assert patches.patch_count(size, k, s, "cpu", torch.float64) is count  # once per shape
+    # a count first made under inference mode still serves a training step
+    with torch.inference_mode():
+        first = patches.patch_count((11, 11), 3, 4, "cpu", torch.float64)
+    assert not first.is_inference()
+    x = torch.randn(1, 1, 11, 11, dtype=torch.float64, requires_grad=True)
+    patch_frame(x, torch.randn(5, 1, 3, 3, dtype=torch.float64), 4, "relu", 0.1).sum().backward()
 
 
 @pytest.mark.parametrize("non_linearity", ("relu", "softshrink"))

@@ -123,12 +123,15 @@ _COUNTS: dict[tuple, torch.Tensor] = {}
 
 def patch_count(size: tuple[int, int], k: int, s: int, device, dtype) -> torch.Tensor:
     """`(H, W)`: how many `k x k` patches at stride `s` cover each pixel of the covered
-    `size` (at least 1). Computed on the first call for a shape and kept (a few KiB each)."""
+    `size` (at least 1). Computed on the first call for a shape and kept (a few KiB each);
+    made outside inference mode, so a count first made during an `inference_mode`
+    evaluation can still be saved for a later training step's backward."""
     key = (tuple(size), k, s, torch.device(device), dtype)
     count = _COUNTS.get(key)
     if count is None:
         grid = patch_grid(size, k, s)
-        ones = torch.ones(grid[0] * grid[1], k * k, dtype=dtype, device=device)
-        count = scatter_rows(ones, 1, 1, size, k, s, False)[0, 0].clamp_min(1)
+        with torch.inference_mode(False), torch.no_grad():
+            ones = torch.ones(grid[0] * grid[1], k * k, dtype=dtype, device=device)
+            count = scatter_rows(ones, 1, 1, size, k, s, False)[0, 0].clamp_min(1)
         _COUNTS[key] = count
     return count
