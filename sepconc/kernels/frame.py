@@ -113,7 +113,7 @@ class PointwiseReluFrame(torch.autograd.Function):
         # back while it is still in cache (one read of `coeffs` from memory fewer)
         for block in row_blocks(len(unit), len(w)):
             z = torch.mm(unit[block], w.T, out=coeffs[block]).sub_(threshold).clamp_(min=0)
-            out[block] = z @ w
+            torch.mm(z, w, out=out[block])
         ctx.save_for_backward(norms, unit, w, coeffs)
         return out
 
