@@ -28,9 +28,9 @@ KERNELS_DIR = ROOT / "kernels"
 #: The code that builds modules from the kernels (and asks `choose` which to run).
 BUILDERS = {ROOT / "model.py", ROOT / "layers" / "frame.py", ROOT / "scattering" / "phase.py"}
 FUNCTIONS = ("DenseRectified", "StandardizedProjection", "DensePhaseStandardizedProjection",
-             "PointwiseReluFrame")  # fmt: skip
+             "PointwiseReluFrame", "PatchRows", "FoldRows")  # fmt: skip
 ENTRY_POINTS = ("phase_dense_fused", "standardize_project", "phase_standardize_project",
-                "pointwise_frame")  # fmt: skip
+                "pointwise_frame", "patch_frame")  # fmt: skip
 RULES = ("FUSED_MIN_ELEMENTS", "AUTO_DENSE_MAX_N", "frame_is_pointwise", "KernelChoice(")
 
 
