@@ -28,9 +28,9 @@ KERNELS_DIR = ROOT / "kernels"
 #: The code that builds modules from the kernels (and asks `choose` which to run).
 BUILDERS = {ROOT / "model.py", ROOT / "layers" / "frame.py", ROOT / "scattering" / "phase.py"}
 FUNCTIONS = ("DenseRectified", "StandardizedProjection", "DensePhaseStandardizedProjection",
-             "PointwiseReluFrame")  # fmt: skip
+             "PointwiseReluFrame", "PatchRows", "FoldRows")  # fmt: skip
 ENTRY_POINTS = ("phase_dense_fused", "standardize_project", "phase_standardize_project",
-                "pointwise_frame")  # fmt: skip
+                "pointwise_frame", "patch_frame")  # fmt: skip
 RULES = ("FUSED_MIN_ELEMENTS", "AUTO_DENSE_MAX_N", "frame_is_pointwise", "KernelChoice(")
 
 
@@ -107,3 +107,13 @@ def test_no_fused_path_decision_outside_the_chooser():
                 assert not re.search(rf"\b{entry}\(", text), f"{where} calls {entry}"
         if path in BUILDERS:  # every builder asks the chooser
             assert "from sepconc.kernels.choose import" in text, where
+
+
+def test_every_frame_is_fused_patches_included():
+    config, plans = cifar_plans(frame_kernel_size=[2, 2, 1], frame_stride=[2, 1, 1],
+                                frame_width=[64, 256, 256, 512])  # fmt: skip
+    assert [(p.frame_kernel, p.frame_stride) for p in plans[:3]] == [(2, 2), (2, 1), (1, 1)]
+    assert all(choose_kernels(p, config, "cpu").fused_frame for p in plans)
+    paths = [choose.frame_path("auto", "cpu", p.frame_kernel, p.frame_stride) for p in plans]
+    assert paths == ["patches", "patches", "pointwise", "pointwise"]
+    assert choose.frame_path("auto", "cuda", 2, 2) == "reference"

@@ -3,8 +3,8 @@
 - `--kernels reference` and `--kernels fused` give the same per-epoch losses on the
   loss-parity run (tests/data/generate_loss_parity.py, tolerance `KERNELS_LOSS_RTOL`
   stated there with its reason), and each matches the stored run like `auto` does.
-- Each kernel family (relu frame, fused phase projection, conv path n > 16, scattering
-  tree, mlp head): one float64 training step from a fixed seed gives the same loss,
+- Each kernel family (relu frame, patch frames, fused phase projection, conv path
+  n > 16, scattering tree, mlp head): one float64 training step from a fixed seed gives the same loss,
   block outputs, parameter gradients and running statistics with both settings.
 - The one private ATen overload (`common.relu_backward_`) still exists and is ReLU's mask.
 """
@@ -53,6 +53,24 @@ FAMILIES = {
         (2, 8, 8),
     ),  # fmt: skip
     "analysis relu frame": ({"arch": "analysis", "frame_width": [24]}, (3, 6, 6)),
+    # overlapping patches (kernels.frame.patch_frame): the MNIST seed's 14/7 on 28x28, and
+    # 2/2 patches on a channel-major phase block's output
+    "analysis patch frame 14/7": (
+        {"arch": "analysis", "frame_kernel_size": [14], "frame_stride": [7], "frame_width": [40]},
+        (1, 28, 28),
+    ),  # fmt: skip
+    "patch frame 2/2 after phase": (
+        {
+            "arch": "scatnetblockanalysis",
+            "n_blocks": 1,
+            "P_proj_size": [6],
+            "frame_width": [32],
+            "frame_kernel_size": [2],
+            "frame_stride": [2],
+            "non_linearity": "softshrink",
+        },
+        (2, 8, 8),
+    ),  # fmt: skip
     # dense phase scattering + standardization + projection (two blocks, both fused)
     "fused phase projection": (
         {"arch": "scatnetblock", "n_blocks": 2, "P_proj_size": [6, 8]},

@@ -10,7 +10,9 @@ Files:
     phase_projection.py  dense phase scattering + standardization + projection
                          (`DensePhaseStandardizedProjection`)
     frame.py             the tight frame `A`: its reference (two convolutions), the k = 1
-                         fused form (`PointwiseReluFrame` for relu) and the non-linearity `rho`
+                         fused form (`PointwiseReluFrame` for relu), the same on overlapping
+                         patches (`patch_frame`) and the non-linearity `rho`
+    patches.py           `k x k` patches at stride `s` as rows, their adjoint, patch counts
 
 Notation (one meaning per letter, in every file here):
     B   batch size

@@ -10,7 +10,9 @@ The setting is `ModelConfig.kernels` (flag `--kernels`):
 - `fused`: every fused kernel wherever it applies: the dense phase scattering
   (`DenseRectified`), the standardization folded into every 1x1 projection
   (`StandardizedProjection`), the k = 1 stride-1 frame as matrix products
-  (`PointwiseReluFrame` for relu), and, in training mode, the dense phase scattering +
+  (`PointwiseReluFrame` for relu), every other frame (k > 1 or stride > 1: overlapping
+  patches) as the same matrix products over its patch rows (`kernels.frame.patch_frame`),
+  and, in training mode, the dense phase scattering +
   standardization + projection as one operation (`DensePhaseStandardizedProjection`)
   whatever its size. Modules return channel-major tensors (`sepconc.kernels.layout`).
 - `auto`: on CPU the fused kernels where they were measured faster: as `fused`, except
@@ -33,8 +35,16 @@ from sepconc.config import KERNELS
 
 from .layout import CHANNEL_MAJOR, CONTIGUOUS
 
-__all__ = ["KERNELS", "KernelChoice", "choose_kernels", "frame_path", "kernels_for_precision",
-           "output_layout", "phase_method_for", "uses_fused"]  # fmt: skip
+__all__ = ["FRAME_PATHS", "KERNELS", "KernelChoice", "choose_kernels", "frame_path",
+           "kernels_for_precision", "output_layout", "phase_method_for", "uses_fused"]  # fmt: skip
+
+#: The frame's implementations (`frame_path`): `kernels.frame.pointwise_frame` (k = 1,
+#: stride 1), `kernels.frame.patch_frame` (any other k and stride), `frame_reference`.
+#: `patches` measured on CPU (2 threads, forward + backward of the frame alone, relu,
+#: loaded machine): CIFAR-10 8/8192/4 (batch 16) 3.9x, 16/8192/4 4.7x, a 64-channel
+#: 16x16 block's 2/1024/2 (batch 32) 1.5x faster than the reference's convolutions; the
+#: MNIST 14/2048/7 training step: benchmarks/train_step.py --compare-kernels.
+FRAME_PATHS = ("pointwise", "patches", "reference")
 
 
 #: `phase_method="auto"` takes the dense form up to this size, the convolution above it.
@@ -80,8 +90,8 @@ class KernelChoice:
 
     `fused`: the fused kernels run (else the reference); `phase_method`: the resolved
     phase-scattering path (None without phase scattering); `fused_projection`: the
-    standardization is folded into the 1x1 projection; `fused_frame`: the k = 1 frame
-    runs as matrix products; `frontend_min_elements`: the phase + standardization +
+    standardization is folded into the 1x1 projection; `fused_frame`: the frame runs as
+    matrix products (`frame_path`: pointwise for k = 1, over patch rows otherwise); `frontend_min_elements`: the phase + standardization +
     projection fusion runs on training batches whose phase output has at least this many
     elements (None: never); `layout`: the block's output layout.
     """
@@ -114,8 +124,7 @@ def choose_kernels(plan, model, device: torch.device | str) -> KernelChoice:
         fused=fused,
         phase_method=phase,
         fused_projection=fused and projection_1x1,
-        fused_frame=fused and plan.frame_width is not None and frame_is_pointwise(
-            plan.frame_kernel, plan.frame_stride),
+        fused_frame=fused and plan.frame_width is not None,
         frontend_min_elements=minimum,
         layout=CHANNEL_MAJOR if fused else CONTIGUOUS,
     )  # fmt: skip
@@ -126,6 +135,9 @@ def frame_is_pointwise(kernel_size: int, stride: int) -> bool:
     return kernel_size == 1 and stride == 1
 
 
-def frame_path(kernels: str, device: torch.device | str, kernel_size: int, stride: int) -> bool:
-    """Whether a standalone `TightFrame` runs its k = 1 fused form (`kernels.frame.pointwise_frame`)."""
-    return uses_fused(kernels, device) and frame_is_pointwise(kernel_size, stride)
+def frame_path(kernels: str, device: torch.device | str, kernel_size: int, stride: int) -> str:
+    """The implementation a `TightFrame` runs (one of `FRAME_PATHS`): with the fused kernels
+    `pointwise` for k = 1 at stride 1, `patches` for any other frame; else `reference`."""
+    if not uses_fused(kernels, device):
+        return "reference"
+    return "pointwise" if frame_is_pointwise(kernel_size, stride) else "patches"

@@ -8,6 +8,9 @@ the frame's atoms `w: (width, C k^2)`, patches `k x k` at stride `s`).
 - `pointwise_frame` (k = 1, stride 1): the same operator as two matrix products over the
   `N = B n^2` rows `X (N, C)`; for relu through `PointwiseReluFrame`, otherwise plain
   autograd on the rows. Channel-major in, channel-major out (`sepconc.kernels.layout`).
+- `patch_frame` (k > 1 or stride > 1: overlapping patches): the same matrix products over
+  the patch rows `(B h' w', C k^2)` (`sepconc.kernels.patches`), the overlap averaging's
+  counts kept per shape. Any layout in, channel-major out.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 from sepconc.precision import float32_region, full
 
 from .common import AUTOCAST_BACKWARD, AUTOCAST_FORWARD, relu_backward_
+from .patches import covered_size, fold_rows, patch_count, patch_grid, patch_rows
 
 
 def rho(z: torch.Tensor, non_linearity: str, threshold: float) -> torch.Tensor:
@@ -55,14 +59,39 @@ def pointwise_frame(
     Returns channel-major `(B, C, n, n)`.
     """
     B, C, h, w_ = x.shape
-    w = weight.reshape(weight.shape[0], C)
     rows = x.transpose(0, 1).reshape(C, -1).T  # (N, C), stored (C, N); ordered (b, i, j)
-    if non_linearity == "relu":
-        y = PointwiseReluFrame.apply(rows, w, threshold)
-    else:
-        rows = rows / _row_norms(rows)
-        y = (w.T @ rho(rows @ w.T, non_linearity, threshold).T).T
+    y = frame_rows(rows, weight.reshape(weight.shape[0], C), non_linearity, threshold)
     return y.T.reshape(C, B, h, w_).transpose(0, 1)
+
+
+def patch_frame(x: torch.Tensor, weight: torch.Tensor, stride: int, non_linearity: str,
+                threshold: float) -> torch.Tensor:  # fmt: skip
+    """`A x` for atoms `weight: (width, C, k, k)` at any stride, as matrix products over the
+    patch rows (`sepconc.kernels.patches`): `X = patch_rows(x)` `(N, C k^2)`, `N = B h' w'`,
+    `Y = frame_rows(X)`, output `fold_rows(Y) / count` (`count`: patches covering each pixel,
+    kept per shape). The same numbers as `frame_reference` (same patches, same
+    normalization, same averaging) with one GEMM and its backward in place of each
+    convolution, and no per-step count. `x: (B, C, H, W)` in any layout -> channel-major
+    `(B, C, H', W')` (`H' = (h' - 1) s + k`: `H` when the patches tile `x`).
+    """
+    B, C = x.shape[:2]
+    k = weight.shape[-1]
+    grid = patch_grid(x.shape[2:], k, stride)
+    size = covered_size(grid, k, stride)
+    rows = patch_rows(x, k, stride)
+    y = frame_rows(rows, weight.reshape(weight.shape[0], -1), non_linearity, threshold)
+    image = fold_rows(y, B, C, size, k, stride, channel_major=True)
+    return image / patch_count(size, k, stride, x.device, image.dtype)
+
+
+def frame_rows(rows: torch.Tensor, w: torch.Tensor, non_linearity: str,
+               threshold: float) -> torch.Tensor:  # fmt: skip
+    """The frame on rows: `rows: (N, d)`, atoms `w: (width, d)` -> `rho(X w^T) w` `(N, d)`,
+    `X` the unit-normed rows; relu through `PointwiseReluFrame`, otherwise plain autograd."""
+    if non_linearity == "relu":
+        return PointwiseReluFrame.apply(rows, w, threshold)
+    rows = rows / _row_norms(rows)
+    return (w.T @ rho(rows @ w.T, non_linearity, threshold).T).T
 
 
 class PointwiseReluFrame(torch.autograd.Function):
@@ -87,7 +116,7 @@ class PointwiseReluFrame(torch.autograd.Function):
         # back while it is still in cache (one read of `coeffs` from memory fewer)
         for block in row_blocks(len(unit), len(w)):
             z = torch.mm(unit[block], w.T, out=coeffs[block]).sub_(threshold).clamp_(min=0)
-            out[block] = z @ w
+            torch.mm(z, w, out=out[block])
         ctx.save_for_backward(norms, unit, w, coeffs)
         return out
 
@@ -96,14 +125,20 @@ class PointwiseReluFrame(torch.autograd.Function):
     def backward(ctx, grad):
         norms, unit, w, coeffs = ctx.saved_tensors
         grad_w = coeffs.T @ grad
-        grad_unit = torch.empty_like(unit)
+        # No gradient at the rows when nothing asks for it (the `analysis` frame reads the
+        # images): one of the four (N, width)-sized matrix products fewer.
+        needs_rows = ctx.needs_input_grad[0]
+        grad_unit = torch.empty_like(unit) if needs_rows else None
         # The coefficients' gradient `mask * (grad w^T)` is as large as `coeffs`; made and
         # used a block of rows at a time (a reused ~16 MiB buffer), it never costs a fresh
         # (N, width) allocation, whose page faults on CPU cost more than the masking pass.
         for block in row_blocks(len(unit), len(w)):
             grad_z = relu_backward_(grad[block] @ w.T, coeffs[block])
-            grad_unit[block] = grad_z @ w
+            if needs_rows:
+                grad_unit[block] = grad_z @ w
             grad_w.addmm_(grad_z.T, unit[block])
+        if not needs_rows:
+            return None, grad_w, None
         # through `unit = rows / ||rows||`: project out the radial part, divide by the norm
         grad_rows = (grad_unit - unit * (unit * grad_unit).sum(1, keepdim=True)) / norms
         return grad_rows, grad_w, None

@@ -19,7 +19,7 @@ from sepconc.frames import (
     target_atom_norm,
 )
 from sepconc.kernels.choose import frame_path, output_layout
-from sepconc.kernels.frame import frame_reference, pointwise_frame, rho
+from sepconc.kernels.frame import frame_reference, patch_frame, pointwise_frame, rho
 from sepconc.kernels.layout import to_layout
 
 __all__ = ["TightFrame", "rho"]
@@ -29,7 +29,8 @@ class TightFrame(nn.Module):
     """The operator `A`, with atom norms reset to the tight-frame value before each forward.
 
     `x: (B, C, n, n) -> (B, C, n, n)`. `kernels` (`sepconc.kernels.choose`): with the fused
-    kernels a k = 1, stride-1 frame runs as matrix products, and the output is
+    kernels the frame runs as matrix products (k = 1 on the positions, else on the
+    `k x k` patch rows), and the output is
     channel-major (`sepconc.kernels.layout`; a copy only when the operator's own result is
     not); with the reference kernels it runs as two convolutions and is contiguous.
     """
@@ -69,8 +70,11 @@ class TightFrame(nn.Module):
         # second forward before `backward()` (e.g. `A(x) - A(-x)`) invalidates the first
         # graph. Values only change after an optimizer/Parseval step, which bumps it itself.
         reset_atom_norms(self.weight.data, self.atom_norm)
-        if frame_path(self.kernels, x.device, self.kernel_size, self.stride):
+        path = frame_path(self.kernels, x.device, self.kernel_size, self.stride)
+        if path == "pointwise":
             y = pointwise_frame(x, self.weight, self.non_linearity, self.threshold)
+        elif path == "patches":
+            y = patch_frame(x, self.weight, self.stride, self.non_linearity, self.threshold)
         else:
             y = frame_reference(x, self.weight, self.stride, self.non_linearity, self.threshold)
         return to_layout(y, self.output_layout(x.device))
