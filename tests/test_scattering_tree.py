@@ -162,13 +162,13 @@ def test_fft_backend_matches_kymatio_on_imagenet_tree(n: int) -> None:
 
 
 def test_fft_backend_float64_and_chunks() -> None:
-    """float64 agrees to rounding; chunking the batch changes nothing."""
+    """float64 agrees to rounding; chunking the batch changes only roundings."""
     x = torch.randn(5, 2, 20, 20, dtype=torch.float64)
     tree = ScatteringTree(2, 20, 4, backend="fft")
     y = tree(x)
     assert y.dtype == torch.float64 and _rel(y, _kymatio(2, (20, 20), 4, x)) <= 1e-12
     tree.chunk_size = 3  # 10 image channels -> chunks of 3, 3, 3, 1
-    torch.testing.assert_close(tree(x), y, rtol=0, atol=0)
+    torch.testing.assert_close(tree(x), y, rtol=1e-12, atol=1e-14)  # GEMM blocking may differ
 
 
 def test_fft_backend_filter_bank_is_kymatios() -> None:

@@ -93,26 +93,30 @@ class ScatteringTree(nn.Module):
         M, N = self.shape
         bank = TreeFilters(M, N, self.J, self.L)
         rows, cols = padding_indices(M, N, self.J)
-        self.register_buffer("pad_rows", torch.tensor(rows), persistent=False)
-        self.register_buffer("pad_cols", torch.tensor(cols), persistent=False)
-        for j, phi in enumerate(bank.phi):
-            self.register_buffer(f"phi_{j}", phi, persistent=False)
-        for j1, psi in enumerate(bank.psi1):
-            self.register_buffer(f"psi1_{j1}", psi, persistent=False)
-        for (j1, j2), psi in bank.psi2.items():
-            self.register_buffer(f"psi2_{j1}_{j2}", psi, persistent=False)
+        tensors = {"rows": torch.tensor(rows), "cols": torch.tensor(cols), "low0": bank.low0}
+        tensors.update({f"phi_{j}": t for j, t in enumerate(bank.phi)})
+        tensors.update({f"low_{j}": t for j, t in enumerate(bank.low)})
+        tensors.update({f"psi1_{j}": t for j, t in enumerate(bank.psi1)})
+        tensors.update({f"psi2_{a}_{b}": t for (a, b), t in bank.psi2.items()})
+        for name, tensor in tensors.items():
+            self.register_buffer(f"fft_{name}", tensor, persistent=False)
         # largest temporary per image channel: order 1 at full size, order 2 from j1 = 0
         self.chunk_size = max(1, MAX_CHUNK_VALUES // (self.L * bank.Mp * bank.Np * (1 + self.L)))
 
     def _forward_fft(self, x: torch.Tensor) -> torch.Tensor:
         """``(X, M, N) -> (X, K, M//2^J, N//2^J)``, in chunks of ``chunk_size`` images."""
         J, dt = self.J, x.dtype
-        phi = [getattr(self, f"phi_{j}").to(dt) for j in range(J)]
-        psi1 = [getattr(self, f"psi1_{j}").to(dt) for j in range(J)]
-        psi2 = {(a, b): getattr(self, f"psi2_{a}_{b}").to(dt)
-                for a in range(J) for b in range(a + 1, J)}  # fmt: skip
-        parts = [scattering_tree_fft(part, self.pad_rows, self.pad_cols, phi, psi1, psi2)
-                 for part in x.split(self.chunk_size)]  # fmt: skip
+
+        def get(name: str) -> torch.Tensor | None:
+            t = getattr(self, f"fft_{name}")
+            return t.to(dt) if t is not None and t.is_floating_point() else t
+
+        f = {"rows": get("rows"), "cols": get("cols"), "low0": get("low0"),
+             "phi": [get(f"phi_{j}") for j in range(J)],
+             "low": [get(f"low_{j}") for j in range(J)],
+             "psi1": [get(f"psi1_{j}") for j in range(J)],
+             "psi2": {(a, b): get(f"psi2_{a}_{b}") for a in range(J) for b in range(a + 1, J)}}  # fmt: skip
+        parts = [scattering_tree_fft(part, f) for part in x.split(self.chunk_size)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @property

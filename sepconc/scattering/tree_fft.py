@@ -7,18 +7,21 @@ per-path Python loop replaced by one batched step per scale pair:
 1. ``x`` ``(B, C, M, N)`` -> ``(X, M, N)`` (``X = B*C``), reflection padding to Kymatio's
    ``(Mp, Np) = compute_padding(M, N, J)`` as one index gather (``padding_indices``:
    Kymatio's own ``Pad`` applied to the positions, so its ``pad == size`` case is kept),
-   then ``U0 = fft2`` (a real-to-complex FFT: the input is real).
+   then ``U0 = fft2`` (``fft2_real``: a real-to-complex FFT, the input is real).
 2. Order 1, per scale ``j1``: the ``L`` wavelets ``psi_{j1, theta}`` at full resolution
    multiply ``U0`` and the product is periodized by ``2^j1`` (Kymatio's
    ``subsample_fourier``) in one step (``filter_subsample``: for ``k > 1`` a batched
    matrix product over the ``k^2`` aliases, so the full-resolution product is never
    stored); one batched ``ifft2``, modulus: ``|U1|`` ``(X, L, Mp/2^j1, Np/2^j1)``.
-3. ``fft2(|U1|)`` (real-to-complex). Low pass ``phi`` at level ``j1``, periodized by
-   ``2^(J-j1)``, ``irfft2``, border crop ``[1:-1]``: ``S1``.
+3. Low pass of ``|U1|``: ``phi`` at level ``j1``, periodized by ``2^(J-j1)``, inverse FFT,
+   border crop ``[1:-1]`` (``S1``). This map is linear and its output tiny, so it runs as
+   one matrix (``lowpass_matrix``, float64-exact, image row by image row so the float32
+   rounding stays at the FFT's level); in Fourier when the matrix would be large.
+   ``S0`` likewise, with the padding folded into the matrix (``fold_padding``).
 4. Order 2, per pair ``j1 < j2``: the ``L`` wavelets ``psi_{j2, theta}`` at level ``j1``
-   times every ``fft2(|U1|)`` of scale ``j1`` (``(X, L, L, ...)``: ``theta1`` then
-   ``theta2``), periodized by ``2^(j2-j1)``, ``ifft2``, modulus, ``fft2``, low pass at
-   level ``j2`` periodized by ``2^(J-j2)``, ``irfft2``, crop: ``S2``.
+   times every ``fft2(|U1|)`` (``fft2_real``) of scale ``j1`` (``(X, L, L, ...)``: ``theta1`` then
+   ``theta2``), periodized by ``2^(j2-j1)``, ``ifft2``, modulus, low pass at level ``j2``
+   (as in 3): ``S2``.
 5. Output ``[S0, S1 (j1, theta1), S2 (j1, theta1, j2, theta2)]`` per channel, as Kymatio
    orders its paths: ``(B, C*K, Mp/2^J - 2, Np/2^J - 2)``, channel ``c*K + k``.
 
@@ -39,11 +42,14 @@ from kymatio.scattering2d.backend.torch_backend import Pad
 from kymatio.scattering2d.filter_bank import gabor_2d, morlet_2d
 from kymatio.scattering2d.utils import compute_padding
 
-__all__ = ["TreeFilters", "filter_bank_fast", "filter_subsample", "padding_indices",
+__all__ = ["TreeFilters", "fft2_real", "filter_bank_fast", "filter_subsample", "padding_indices",
            "periodize", "scattering_tree_fft"]  # fmt: skip
 
 #: Largest temporary of one chunk, in complex values (64 Mi = 512 MB in complex64).
 MAX_CHUNK_VALUES = 1 << 26
+#: Largest low-pass matrix (``lowpass_matrix``), in entries (4 Mi: 16 MB in float32); a
+#: larger low pass (ImageNet's full-size levels) runs in Fourier.
+MAX_LOWPASS_ENTRIES = 1 << 22
 
 
 def padding_indices(M: int, N: int, J: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +133,41 @@ class TreeFilters:
             for j1 in range(J)
             for j2 in range(j1 + 1, J)
         }
+        # the low pass of level j as one matrix when small enough (None: in Fourier)
+        self.low = [lowpass_matrix(self.phi[j], 2 ** (J - j)) for j in range(J)]
+        rows, cols = padding_indices(M, N, J)
+        self.low0 = None if self.low[0] is None else fold_padding(self.low[0], rows, cols)
+
+
+def lowpass_matrix(phi: torch.Tensor, k: int) -> torch.Tensor | None:
+    """The real low pass of a real ``(m, n)`` signal as a matrix: ``(m*n, (m/k-2)*(n/k-2))``.
+
+    ``u.flatten() @ matrix`` = ``Re ifft2(subsample_fourier(fft2(u) * phi, k))[1:-1, 1:-1]``
+    (subsampling in Fourier is sampling in space: ``y[k s]``; ``h = ifft2(phi)``,
+    ``out[s, t] = sum_uv u[u, v] Re h[k(s+1) - u, k(t+1) - v]``, indices mod ``(m, n)``),
+    computed in float64. None when it would exceed ``MAX_LOWPASS_ENTRIES``.
+    """
+    m, n = phi.shape
+    p, q = m // k - 2, n // k - 2
+    if m * n * p * q > MAX_LOWPASS_ENTRIES:
+        return None
+    h = torch.fft.ifft2(phi.to(torch.float64)).real  # (m, n)
+    a = (k * (torch.arange(p) + 1)[None, :] - torch.arange(m)[:, None]) % m  # (m, p)
+    b = (k * (torch.arange(q) + 1)[None, :] - torch.arange(n)[:, None]) % n  # (n, q)
+    out = h[a[:, None, :, None], b[None, :, None, :]]  # (m, n, p, q)
+    return out.reshape(m * n, p * q)
+
+
+def fold_padding(matrix: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
+    """``matrix`` ``(Mp*Np, P)`` acting on the padded image -> ``(M*N, P)`` on the image.
+
+    Padded pixel ``(a, b)`` is image pixel ``(rows[a], cols[b])``: the rows of ``matrix``
+    are summed onto the image pixels they copy.
+    """
+    Mp, Np, M, N = len(rows), len(cols), int(rows.max()) + 1, int(cols.max()) + 1
+    src = torch.tensor(rows)[:, None] * N + torch.tensor(cols)[None, :]  # (Mp, Np)
+    out = torch.zeros(M * N, matrix.shape[1], dtype=matrix.dtype)
+    return out.index_add_(0, src.reshape(Mp * Np), matrix)
 
 
 def filter_subsample(spec: torch.Tensor, filters: torch.Tensor, k: int) -> torch.Tensor:
@@ -169,38 +210,77 @@ def _lowpass(spec: torch.Tensor, phi: torch.Tensor, k: int) -> torch.Tensor:
     return out[..., 1:-1, 1:-1]
 
 
-def scattering_tree_fft(
-    x: torch.Tensor,
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    phi: list[torch.Tensor],
-    psi1: list[torch.Tensor],
-    psi2: dict[tuple[int, int], torch.Tensor],
-) -> torch.Tensor:
+def fft2_real(u: torch.Tensor) -> torch.Tensor:
+    """``fft2(u)`` of a real ``u`` ``(..., m, n)`` by a real-to-complex FFT (half the work).
+
+    ``rfft2`` gives the columns ``0..n//2``; the others follow from the Hermitian symmetry
+    ``U[a, b] = conj(U[-a, n - b])`` (one gather). ``torch.fft.fft2`` would promote ``u``
+    to complex and run a full complex FFT.
+    """
+    m, n = u.shape[-2:]
+    half = torch.fft.rfft2(u)  # (..., m, n//2 + 1)
+    if n // 2 + 1 == n:
+        return half
+    rows = (-torch.arange(m, device=u.device)) % m
+    cols = n - torch.arange(n // 2 + 1, n, device=u.device)
+    tail = half.index_select(-2, rows).index_select(-1, cols).conj()
+    return torch.cat([half, tail], dim=-1)
+
+
+def _modulus(z: torch.Tensor) -> torch.Tensor:
+    """``|z|`` of a complex tensor (2x faster on CPU than ``abs``, which copies; gradient 0
+    at 0, as Kymatio's ``ModulusStable``)."""
+    return torch.linalg.vector_norm(torch.view_as_real(z), dim=-1)
+
+
+def _low(u: torch.Tensor, matrix: torch.Tensor | None, phi: torch.Tensor, k: int, shape):
+    """Low pass of the real ``u`` ``(..., m, n)``: by ``matrix`` if given, else in Fourier."""
+    if matrix is None:
+        return _lowpass(fft2_real(u), phi, k)
+    return _rows_matmul(u, matrix).reshape(*u.shape[:-2], *shape)
+
+
+def _rows_matmul(u: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """``u.flatten(-2) @ matrix`` summed image row by image row: ``(rows of u, P)``.
+
+    One product per image row (a batched matrix product), then a cascade sum over the
+    rows: the float32 rounding grows like ``sqrt(n)`` for rows of ``n`` pixels instead
+    of ``sqrt(m n)`` for one long dot product (a 40 x 40 image: 1.2e-6 -> ~1e-7).
+    """
+    m, n = u.shape[-2:]
+    rows = u.reshape(-1, m, n).transpose(0, 1)  # (m, X, n), a view
+    return torch.bmm(rows, matrix.reshape(m, n, -1)).sum(0)
+
+
+def scattering_tree_fft(x: torch.Tensor, f: dict) -> torch.Tensor:
     """Order-2 scattering of ``x`` ``(X, M, N)`` -> ``(X, K, Mp/2^J - 2, Np/2^J - 2)``.
 
-    ``rows``/``cols``: ``padding_indices`` (long, on ``x``'s device); ``phi``, ``psi1``,
-    ``psi2``: ``TreeFilters``' tensors in ``x``'s dtype and device.
+    ``f``: ``TreeFilters``' tensors in ``x``'s dtype and device, by attribute name
+    (``rows``/``cols``: ``padding_indices``, long).
     """
+    phi, psi1, psi2, low = f["phi"], f["psi1"], f["psi2"], f["low"]
     J = len(phi)
     X = x.shape[0]
-    xp = x.index_select(-2, rows).index_select(-1, cols)  # (X, Mp, Np)
-    u0 = torch.fft.fft2(xp)  # real input: a real-to-complex transform
-    out0 = _lowpass(u0, phi[0], 2**J)[:, None]
+    m, n = phi[0].shape[0] // 2**J - 2, phi[0].shape[1] // 2**J - 2
+    if f["low0"] is not None:  # padding folded into the matrix
+        out0 = _rows_matmul(x, f["low0"]).reshape(X, 1, m, n)
+    xp = x.index_select(-2, f["rows"]).index_select(-1, f["cols"])  # (X, Mp, Np)
+    u0 = fft2_real(xp)
+    if f["low0"] is None:
+        out0 = _lowpass(u0, phi[0], 2**J)[:, None]
     out1, out2 = [], []
     for j1 in range(J):
-        u1 = torch.fft.ifft2(filter_subsample(u0, psi1[j1], 2**j1)).abs()  # (X, L, m1, n1)
+        u1 = _modulus(torch.fft.ifft2(filter_subsample(u0, psi1[j1], 2**j1)))  # (X, L, m1, n1)
         L = u1.shape[1]
-        u1f = torch.fft.fft2(u1)
-        out1.append(_lowpass(u1f, phi[j1], 2 ** (J - j1)))
+        out1.append(_low(u1, low[j1], phi[j1], 2 ** (J - j1), (m, n)))
         if j1 == J - 1:
             continue
+        u1f = fft2_real(u1)
         flat = u1f.reshape(X * L, *u1f.shape[-2:])
         per_j2 = []
         for j2 in range(j1 + 1, J):
             u2 = filter_subsample(flat, psi2[j1, j2], 2 ** (j2 - j1))  # (X*L, L, m2, n2)
-            u2 = torch.fft.fft2(torch.fft.ifft2(u2).abs())
-            s2 = _lowpass(u2, phi[j2], 2 ** (J - j2))
-            per_j2.append(s2.reshape(X, L, L, *s2.shape[-2:]))
+            s2 = _low(_modulus(torch.fft.ifft2(u2)), low[j2], phi[j2], 2 ** (J - j2), (m, n))
+            per_j2.append(s2.reshape(X, L, L, m, n))
         out2.append(torch.cat(per_j2, dim=2).flatten(1, 2))  # (X, theta1*(j2, theta2), ...)
     return torch.cat([out0, *out1, *out2], dim=1)
