@@ -119,6 +119,19 @@ class ScatteringTree(nn.Module):
         parts = [scattering_tree_fft(part, f) for part in x.split(self.chunk_size)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Checkpoints load across backends: Kymatio's filter buffers (``scattering.*``,
+        fixed and equal to ours) are dropped by ``fft`` and taken from the module when a
+        Kymatio backend loads a checkpoint written without them (``fft``'s are not saved)."""
+        inner = prefix + "scattering."
+        if self.scattering is None:
+            for key in [k for k in state_dict if k.startswith(inner)]:
+                del state_dict[key]
+        else:
+            for name, buffer in self.scattering.named_buffers():
+                state_dict.setdefault(inner + name, buffer)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def out_channels_per_input(self) -> int:
         return scattering_tree_channels(self.J, self.L)
