@@ -227,3 +227,11 @@ def test_checkpoints_load_across_backends() -> None:
     kymatio.load_state_dict(ours.state_dict())
     x = torch.randn(2, 1, 28, 28)
     torch.testing.assert_close(ours.eval()(x), kymatio.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fft_backend_is_float32_under_bf16_autocast() -> None:
+    tree, x = ScatteringTree(2, 16, 4, backend="fft"), torch.randn(2, 1, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = tree(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, tree(x), rtol=0, atol=0)

@@ -70,7 +70,8 @@ class ScatteringTree(nn.Module):
 
     The filters are registered buffers (``fft``: non-persistent float64, cast to the
     input's dtype in ``forward``; Kymatio's: those of the wrapped module), so
-    ``.to(device)`` moves them. Shapes: ``(B, C, M, N) -> (B, C*K, M//2^J, N//2^J)``.
+    ``.to(device)`` moves them. ``fft`` computes half-precision inputs, and inputs under
+    autocast, in float32 (a float32 output). Shapes: ``(B, C, M, N) -> (B, C*K, M//2^J, N//2^J)``.
     """
 
     def __init__(
@@ -144,7 +145,11 @@ class ScatteringTree(nn.Module):
             )
         if self.scattering is None:
             B, C = x.shape[:2]
-            y = self._forward_fft(x.reshape(B * C, *self.shape))
+            if x.dtype in (torch.float16, torch.bfloat16):
+                x = x.float()
+            # a fixed front-end computed exactly: no bf16 matrix products under autocast
+            with torch.autocast(x.device.type, enabled=False):
+                y = self._forward_fft(x.reshape(B * C, *self.shape))
             return y.reshape(B, C * y.shape[1], y.shape[2], y.shape[3])
         y = self.scattering(x.contiguous())  # (B, C, K, M/2^J, N/2^J)
         return y.reshape(y.shape[0], y.shape[1] * y.shape[2], y.shape[3], y.shape[4])
