@@ -176,25 +176,25 @@ def filter_subsample(spec: torch.Tensor, filters: torch.Tensor, k: int) -> torch
     ``spec``: ``(X, m, n)`` complex; ``filters``: ``(F, m, n)`` real, same dtype family;
     ``m, n`` divisible by ``k``. Returns ``(X, F, m/k, n/k)`` complex: the mean over the
     ``k^2`` aliased copies ``(a, b)`` of ``spec * filter`` (Kymatio's periodization).
-    ``k = 2``: four broadcast multiply-adds; ``k >= 4``: one batched real matrix product
+    ``k <= 2``: ``k^2`` broadcast multiply-adds; ``k >= 4``: one batched real matrix product
     per output frequency, ``(2X, k^2) @ (k^2, F)`` (measured faster than 16+ passes).
     """
     X, m, n = spec.shape
     F = filters.shape[0]
     re = torch.view_as_real(spec)  # (X, m, n, 2)
-    if k == 1:
-        out = re[:, None] * filters[None, :, :, :, None]
-        return torch.view_as_complex(out)
     p, q = m // k, n // k
-    if k == 2:  # 4 aliases: 4 broadcast multiply-adds, no transposes (2x faster on CPU)
-        w = filters * 0.25
+    if k <= 2:
+        # real and imaginary parts side by side: (X, m, 2n) times each weight twice, so the
+        # innermost loop runs over 2n contiguous floats (not over a (re, im) pair): 1.7x
+        w = (filters * (1.0 / (k * k)))[..., None].expand(F, m, n, 2).reshape(F, m, 2 * n)
+        flat = re.reshape(X, 1, m, 2 * n)
         out = None
-        for a in range(2):
-            for b in range(2):
-                part = re[:, None, a * p : (a + 1) * p, b * q : (b + 1) * q]
-                weight = w[None, :, a * p : (a + 1) * p, b * q : (b + 1) * q, None]
+        for a in range(k):
+            for b in range(k):
+                rows, cols = slice(a * p, (a + 1) * p), slice(2 * b * q, 2 * (b + 1) * q)
+                part, weight = flat[:, :, rows, cols], w[None, :, rows, cols]
                 out = part * weight if out is None else out.addcmul_(part, weight)
-        return torch.view_as_complex(out)
+        return torch.view_as_complex(out.view(X, F, p, q, 2))
     # left: (p, q, X, 2, k, k); right: (p, q, k, k, F) with the 1/k^2 of the mean
     left = re.reshape(X, k, p, k, q, 2).permute(2, 4, 0, 5, 1, 3).reshape(p * q, 2 * X, k * k)
     right = (filters * (1.0 / (k * k))).reshape(F, k, p, k, q).permute(2, 4, 1, 3, 0)
