@@ -26,7 +26,7 @@ from sepconc.yamlio import dump_yaml
 ARCHS = ("analysis", "scatnet", "scatnetblock", "scatnetblockanalysis")
 NON_LINEARITIES = ("absolute", "softshrink", "relu")
 CLASSIFIERS = ("fc", "mlp")
-BACKENDS = ("torch", "torch_skcuda")
+BACKENDS = ("fft", "torch", "torch_skcuda")  # = sepconc.scattering.tree.BACKENDS
 PHASE_METHODS = ("auto", "fourier", "conv", "dense")
 KERNELS = ("auto", "fused", "reference")
 DEVICES = ("auto", "cpu", "cuda")
@@ -46,8 +46,8 @@ class ModelConfig:
     """Number of blocks (forced to 1 for analysis and scatnet)."""
     scat_angles: list[int] = field(default_factory=lambda: [8])
     """Orientations L of each block's wavelet frame."""
-    backend: str = "torch"
-    """Kymatio backend for the scattering tree: torch | torch_skcuda."""
+    backend: str = "fft"
+    """Scattering tree backend: fft (ours, batched; Kymatio's numbers) | torch | torch_skcuda (Kymatio's)."""
     scattering_J: int = 4
     """Largest scale J of the scattering tree (scatnet only)."""
     P_proj_size: list[int] = field(default_factory=lambda: [256])
