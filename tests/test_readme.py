@@ -33,7 +33,7 @@ def test_readme_sweep_files_validate(index, tmp_path, capsys, monkeypatch):
     path.write_text(sweeps[index])
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "8 trials" in out
+    assert "8 distinct trials" in out
     if index == 1:  # the laptop sweep asks for no GPU
         assert "+ 0 GPU" in out
 
