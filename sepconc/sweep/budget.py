@@ -145,26 +145,28 @@ def budget_line(meta_dir: Path) -> str | None:
         used += f", {spent['gpu_hours']:.2f} GPU-hours"
     if not spent.get("ended"):
         return f"{describe_budget(budget)} ({used})"
-    left = spent.get("not_started", [])
+    left = spent.get("not_started", 0)
     paused = spent.get("paused", [])
     name = Path(meta_dir).name
-    return (f"budget {spent['ended']} ended the sweep ({used}): {len(left)} trial(s) not_started, "
+    return (f"budget {spent['ended']} ended the sweep ({used}): {left} trial(s) not_started, "
             f"{len(paused)} paused after their current epoch; `resume {name}` continues them "
             f"under what is left (raise it with --set budget.KEY=VALUE)")  # fmt: skip
 
 
-def record_outcome(meta_dir: Path, trials) -> dict[str, Any]:
-    """After a sweep run: store which Tune `trials` never started (`not_started`) and which
-    were paused by the budget (`paused`) in `budget.json`; returns the spent record."""
+def record_outcome(meta_dir: Path, trials, total: int) -> dict[str, Any]:
+    """After a sweep run: store in `budget.json` how many of the `total` planned trials
+    never started (`not_started`: Tune creates trials lazily, so counted from the plan)
+    and which started trials of Tune's `trials` the budget paused (`paused`); returns
+    the spent record."""
     state_path = Path(meta_dir) / FILE
     if not state_path.exists():
         return read_spent(meta_dir)
     budget = json.loads(state_path.read_text()).get("budget", {})
     spent = read_spent(meta_dir)
     started = set(spent["started"])
-    waiting = [t for t in trials if str(t.status) in ("PENDING", "PAUSED")]
-    spent["not_started"] = [t.trial_id for t in waiting if t.trial_id not in started]
-    spent["paused"] = [t.trial_id for t in waiting if t.trial_id in started]
+    spent["paused"] = [t.trial_id for t in trials
+                       if t.trial_id in started and str(t.status) in ("PENDING", "PAUSED")]  # fmt: skip
+    spent["not_started"] = max(total - len(started), 0) if spent.get("ended") else 0
     write_state(meta_dir, budget, spent)
     return spent
 

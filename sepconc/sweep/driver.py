@@ -210,17 +210,17 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
     summary = {"name": spec.name, "trials": trial_count(spec), "seconds": time.perf_counter() - started,
                "errors": sum(1 for r in results if r.error),
                "tracking_uri": meta["tracking_uri"]}  # fmt: skip
-    summary.update(budget_outcome(paths.meta_dir, meta, results))
+    summary.update(budget_outcome(paths.meta_dir, meta, results, summary["trials"]))
     finish_parent(meta, summary)
     return summary
 
 
-def budget_outcome(meta_dir: Path, meta: dict, results) -> dict[str, Any]:
+def budget_outcome(meta_dir: Path, meta: dict, results, total: int) -> dict[str, Any]:
     """After `fit`: the trials the budget left `not_started` or paused (stored in the
     sweep's `budget.json`, tagged on their MLflow runs) and the summary's budget line."""
     trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None) or []
-    spent = record_outcome(meta_dir, trials)
+    spent = record_outcome(meta_dir, trials, total)
     if spent.get("paused"):
         mark_trials(meta, spent["paused"], "paused")
     line = budget_line(meta_dir)
-    return {"budget": line, "not_started": len(spent.get("not_started", []))} if line else {}
+    return {"budget": line, "not_started": spent.get("not_started", 0)} if line else {}
