@@ -12,7 +12,7 @@ import torch
 
 from sepconc.checkpoint import checkpoint_epoch, list_checkpoints
 from sepconc.sweep.budget import check_budget, exhausted, parse_duration
-from sepconc.sweep.pbt import adopt_clone, cloned_from
+from sepconc.sweep.pbt_clone import adopt_clone, cloned_from
 from sepconc.sweep.schedulers import (
     build_scheduler,
     clip_to_ranges,

@@ -133,7 +133,9 @@ class BudgetScheduler(TrialScheduler):
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
         trials = tune_controller.get_trials()
-        self._running = {t.trial_id for t in trials if t.status == Trial.RUNNING}
+        # running, or handed out here and still starting (its actor not up yet)
+        self._running = {t.trial_id for t in trials if t.status == Trial.RUNNING
+                         or t.status == Trial.PENDING and t.trial_id in self._running}  # fmt: skip
         ended = self.reached()
         if ended:
             return self._end(trials, ended)

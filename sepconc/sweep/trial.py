@@ -169,7 +169,7 @@ def _train_with_reporter(flat: dict, trial_id: str, checkpoint, report, checkpoi
     from sepconc.checkpoint import checkpoint_epoch, list_checkpoints
     from sepconc.config import Config
     from sepconc.distributed import current_world
-    from sepconc.sweep.pbt import cloned_from
+    from sepconc.sweep.pbt_clone import cloned_from
     from sepconc.trainer import on_main, train
 
     restart = flat.pop("restart", False)
@@ -182,7 +182,7 @@ def _train_with_reporter(flat: dict, trial_id: str, checkpoint, report, checkpoi
         flat["out"] = str(scratch / "run")
         flat["resume"] = str(restored) if restored else None
     else:
-        donor = cloned_from(getattr(checkpoint, "path", None), trial_id)  # PBT: sweep/pbt.py
+        donor = cloned_from(getattr(checkpoint, "path", None), trial_id)  # PBT: sweep/pbt_clone.py
         flat["resume"] = on_main(current_world(), trial_resume, Path(flat["out"]), restored,
                                  restart, donor)  # fmt: skip
     config = Config.from_flat(flat, where=f"trial {trial_id}")
@@ -203,7 +203,7 @@ def trial_resume(out: Path, restored: Path | None, restart: bool,
     `donor`: PBT handed it trial `donor`'s checkpoint, which the folder adopts."""
     from sepconc.checkpoint import checkpoint_epoch, list_checkpoints
     from sepconc.run_folder import abandon_run
-    from sepconc.sweep.pbt import adopt_clone
+    from sepconc.sweep.pbt_clone import adopt_clone
 
     if donor and restored is not None:
         adopt_clone(out, restored, donor)
