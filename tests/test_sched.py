@@ -122,15 +122,20 @@ class _Trial:
 
 class _Controller:
     def __init__(self, trials):
-        self.trials = trials
+        self.trials, self.held = trials, []
 
     def get_trials(self):
         return self.trials
 
+    def pause_trial(self, trial, should_checkpoint=True):
+        trial.status = "PAUSED"
+        self.held.append(trial.trial_id)
+
 
 def test_budget_scheduler_trial_budget(tmp_path):
-    """`trials: 2` of 3: two start, the third never does; with none running the sweep ends
-    (off the main thread: `BudgetReached`), and the spent record says so."""
+    """`trials: 2` of 3: two start, the third is held back (paused before it starts); with
+    none running the sweep ends (off the main thread: `BudgetReached`), and the spent
+    record says so."""
     import threading
 
     from sepconc.sweep.budget import read_spent, start_state
@@ -139,11 +144,10 @@ def test_budget_scheduler_trial_budget(tmp_path):
     start_state(tmp_path, {"trials": 2}, False, "s")
     trials = [_Trial("a"), _Trial("b"), _Trial("c")]
     sched, controller = BudgetScheduler(None, str(tmp_path), 0), _Controller(trials)
-    for expected in ("a", "b"):
-        chosen = sched.choose_trial_to_run(controller)
-        assert chosen.trial_id == expected
-        chosen.status = "RUNNING"
-    assert sched.choose_trial_to_run(controller) is None  # "c" waits: two are running
+    assert sched.choose_trial_to_run(controller).trial_id == "a"
+    trials[0].status = trials[1].status = "RUNNING"  # Tune starts every PENDING trial it can
+    assert sched.choose_trial_to_run(controller) is None  # two run: "c" is held back
+    assert controller.held == ["c"] and trials[2].status == "PAUSED"
     trials[0].status = trials[1].status = "TERMINATED"
     outcome = {}
 

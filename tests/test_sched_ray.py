@@ -89,7 +89,7 @@ def test_pbt_clone_continues_from_the_checkpoint_with_the_new_lr(tmp_path):
 
 def test_trial_budget_stops_the_sweep_and_resume_spends_the_rest(tmp_path):
     path = write_sweep(tmp_path, "bud", 2, [0.01, 0.003, 0.001, 0.0003],
-                       scheduler={"type": "fifo"}, budget={"trials": 2})  # fmt: skip
+                       scheduler={"type": "fifo"}, budget={"trials": 2}, concurrent=2)  # fmt: skip
     out = run(tmp_path, "sweep", str(path))
     assert "budget 2 trials ended the sweep" in out and "2 trial(s) not_started" in out, out
     _, runs = children(tmp_path, "bud")

@@ -167,6 +167,8 @@ def record_outcome(meta_dir: Path, trials, total: int) -> dict[str, Any]:
     spent["paused"] = [t.trial_id for t in trials
                        if t.trial_id in started and str(t.status) in ("PENDING", "PAUSED")]  # fmt: skip
     spent["not_started"] = max(total - len(started), 0) if spent.get("ended") else 0
+    spent["held"] = [t.trial_id for t in trials  # held back before their first epoch
+                     if t.trial_id not in started and str(t.status) in ("PENDING", "PAUSED")]  # fmt: skip
     write_state(meta_dir, budget, spent)
     return spent
 

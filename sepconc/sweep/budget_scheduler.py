@@ -108,6 +108,9 @@ class BudgetScheduler(TrialScheduler):
         self._save()
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        self._load()
+        if trial.trial_id not in self.spent["started"]:  # it ran: it counts
+            self.spent["started"].append(trial.trial_id)
         decision = self.inner.on_trial_result(tune_controller, trial, result)
         ended = self.reached()
         if ended and decision == TrialScheduler.CONTINUE:
@@ -131,27 +134,38 @@ class BudgetScheduler(TrialScheduler):
         self._running.discard(trial.trial_id)
         self.inner.on_trial_remove(tune_controller, trial)
 
+    def _full(self) -> bool:
+        return "trials" in self.budget and len(self.spent["started"]) >= self.budget["trials"]
+
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        """The inner scheduler's choice within the budget. Tune also starts every PENDING
+        trial it has room for, whatever this returns, so each trial the budget does not let
+        start is held back here (paused before its first epoch: it starts on `resume`)."""
         trials = tune_controller.get_trials()
-        # running, or handed out here and still starting (its actor not up yet)
-        self._running = {t.trial_id for t in trials if t.status == Trial.RUNNING
-                         or t.status == Trial.PENDING and t.trial_id in self._running}  # fmt: skip
         ended = self.reached()
+        started = self.spent["started"]
+        for t in trials:
+            new = t.trial_id not in started
+            if t.status == Trial.RUNNING and new and not ended and not self._full():
+                started.append(t.trial_id)  # Tune started it: it counts
+            elif (
+                t.status == Trial.PENDING
+                and (ended or new and self._full())
+                or (t.status == Trial.RUNNING and new)
+            ):
+                tune_controller.pause_trial(t, should_checkpoint=False)
+        self._running = {t.trial_id for t in trials if t.status == Trial.RUNNING}
         if ended:
             return self._end(trials, ended)
         trial = self.inner.choose_trial_to_run(tune_controller)
-        started = self.spent["started"]
-        if trial is not None and trial.trial_id not in started:
-            if "trials" not in self.budget or len(started) < self.budget["trials"]:
-                started.append(trial.trial_id)
-            else:  # the trial budget: only trials already started may go on
-                trial = next((t for t in trials if t.trial_id in started
-                              and t.status in (Trial.PENDING, Trial.PAUSED)), None)  # fmt: skip
-                if trial is None:
-                    return self._end(trials, f"{self.budget['trials']} trials")
-        if trial is not None:
-            self._running.add(trial.trial_id)
-            self._save()
+        if trial is not None and trial.trial_id not in started and self._full():
+            trial = None  # the trial budget: only trials already started may go on
+        if trial is None and self._full():
+            trial = next((t for t in trials if t.trial_id in started
+                          and t.status in (Trial.PENDING, Trial.PAUSED)), None)  # fmt: skip
+            if trial is None:
+                return self._end(trials, f"{self.budget['trials']} trials")
+        self._save()
         return trial
 
     def _end(self, trials: list[Trial], ended: str) -> None:

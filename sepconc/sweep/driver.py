@@ -222,5 +222,7 @@ def budget_outcome(meta_dir: Path, meta: dict, results, total: int) -> dict[str,
     spent = record_outcome(meta_dir, trials, total)
     if spent.get("paused"):
         mark_trials(meta, spent["paused"], "paused")
+    if spent.get("held"):  # those Tune had begun to start have a run: not_started
+        mark_trials(meta, spent["held"], "not_started")
     line = budget_line(meta_dir)
     return {"budget": line, "not_started": spent.get("not_started", 0)} if line else {}
