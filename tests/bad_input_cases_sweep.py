@@ -70,7 +70,8 @@ SWEEP_CASES: dict[str, Case] = {
     "scheduler_grace_not_int": sweep_case(
         "scheduler.grace_period must be int, got 1.5", scheduler={**ASHA, "grace_period": 1.5}),
     "scheduler_unknown_type": sweep_case(
-        "scheduler.type must be 'asha' or 'fifo', got 'hyperband'", scheduler={"type": "hyperband"}),
+        "scheduler.type must be one of fifo, asha, hyperband, median, pbt, got 'bohb'",
+        scheduler={"type": "bohb"}),
     "scheduler_type_suggests": sweep_case(
         "got 'ahsa' (did you mean 'asha'?)", scheduler={"type": "ahsa"}),
     "scheduler_grace_above_max_t": sweep_case(
@@ -164,4 +165,53 @@ SWEEP_CASES.update({
         "validate s.yaml --no-build",
         r"^error: every configuration breaks the constraints .*params 5,538 > max 100",
         {"s.yaml": sweep_text(constraints={"params": {"max": 100}})}),
+})  # fmt: skip
+
+# sched (issue 13.4 schedulers, 13.5 budget): each misuse of scheduler: and budget: is one line.
+PBT = {"type": "pbt", "mutations": {"lr": {"loguniform": [0.001, 0.1]}}}
+PBT_SPACE = {"lr": {"grid": [0.1, 0.01]}}
+SWEEP_CASES.update({
+    "pbt_without_mutations": sweep_case(
+        "scheduler: pbt needs mutations: with at least one perturbable key, e.g. mutations: "
+        "{lr: {loguniform: [0.001, 0.1]}}; perturbable: lr, pars_beta",
+        scheduler={"type": "pbt"}, search=PBT_SPACE),
+    "pbt_mutates_a_structural_key": sweep_case(
+        "scheduler.mutations.frame_width: pbt can only change lr, pars_beta while a trial trains",
+        scheduler={"type": "pbt", "mutations": {"frame_width": [8, 16]}}, search=PBT_SPACE),
+    "pbt_mutation_bad_range": sweep_case(
+        "scheduler.mutations.lr: loguniform needs low > 0, got 0",
+        scheduler={"type": "pbt", "mutations": {"lr": {"loguniform": [0, 0.1]}}}, search=PBT_SPACE),
+    "pbt_one_trial": sweep_case(
+        "scheduler pbt needs at least 2 trials to clone from, the sweep has 1; raise samples:",
+        scheduler=PBT, search={}),
+    "pbt_never_perturbs": sweep_case(
+        "scheduler: burn_in_period 1 + perturbation_interval 1 must be below base.epochs 2",
+        scheduler={**PBT, "burn_in_period": 1}, search=PBT_SPACE),
+    "pbt_multi_worker": sweep_case(
+        "scheduler: pbt needs resources.workers_per_trial: 1", scheduler=PBT, search=PBT_SPACE,
+        resources=TWO_WORKERS),
+    "scheduler_option_of_another_type": sweep_case(
+        "unknown key 'scheduler.grace_period': an option of asha, median, not hyperband",
+        scheduler={"type": "hyperband", "grace_period": 1, "reduction_factor": 2}),
+    "hyperband_reduction_above_max_t": sweep_case(
+        "scheduler.reduction_factor 3 exceeds max_t 2: hyperband would make one bracket",
+        scheduler={"type": "hyperband"}),
+    "median_grace_not_below_epochs": sweep_case(
+        "scheduler.grace_period 2 is not below base.epochs 2: the median rule would never stop",
+        scheduler={"type": "median", "grace_period": 2}),
+    "median_min_samples_zero": sweep_case(
+        "scheduler.min_samples_required must be >= 1, got 0",
+        scheduler={"type": "median", "min_samples_required": 0}),
+    "budget_time_without_unit": sweep_case(
+        "budget.time '2' is not a duration; give a number with a unit s, m, h or d",
+        budget={"time": "2"}),
+    "budget_time_bad_unit": sweep_case(
+        "budget.time '2 hours' is not a duration", budget={"time": "2 hours"}),
+    "budget_gpu_hours_with_unit": sweep_case(
+        "budget.gpu_hours must be a number of GPU-hours > 0 (e.g. 10 or 0.5, no unit), got '10h'",
+        budget={"gpu_hours": "10h"}),
+    "budget_trials_zero": sweep_case(
+        "budget.trials must be a whole number of trials >= 1, got 0", budget={"trials": 0}),
+    "budget_unknown_key": sweep_case(
+        "unknown key 'budget.hours' (did you mean 'gpu_hours'?)", budget={"hours": 3}),
 })  # fmt: skip

@@ -39,6 +39,14 @@ def run_table(args: argparse.Namespace) -> int:
                 | {"run_id": r["run_id"]} for r in rows]  # fmt: skip
     as_csv = getattr(args, "csv", False)
     print_table(rows, as_csv=as_csv)
+    if args.command == "status":  # the budget: which ended the sweep, trials not_started (sched)
+        from pathlib import Path
+
+        from sepconc.sweep.budget import budget_line
+
+        line = budget_line(Path(args.runs_dir).resolve() / "sweeps" / args.name)
+        if line:
+            print(line)
     common = next((k for k in rows[0] if "_at_epoch" in k), None) if rows else None
     if args.command == "compare" and not as_csv and common:
         metric, epoch = common.rsplit("_at_epoch", 1)

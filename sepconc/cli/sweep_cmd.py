@@ -71,11 +71,14 @@ def register(sub) -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from sepconc.sweep.driver import launch
+    from sepconc.sweep.schedulers import scheduler_warnings
     from sepconc.sweep.spec import load_sweep
     from sepconc.sweep.validate import validate_sweep
 
     spec = load_sweep(args.file, args.overrides, args.name)  # the one parse of the file
     validate_sweep(spec, build=False)
+    for line in scheduler_warnings(spec):
+        print(f"warning: {line}", file=sys.stderr)
     summary = launch(spec, args.address, args.tracking_uri, args.runs_dir)
     return _print_summary(summary, args.runs_dir)
 
@@ -99,6 +102,8 @@ def _print_summary(summary: dict, runs_dir: str) -> int:
     )
     if summary.get("search"):
         print(summary["search"])
+    if summary.get("budget"):
+        print(summary["budget"])
     print(
         f"compare: python launch.py compare {summary['name']}   "
         f"best: python launch.py best {summary['name']} --out best.yaml"
@@ -109,7 +114,9 @@ def _print_summary(summary: dict, runs_dir: str) -> int:
 
 def run_validate(args: argparse.Namespace) -> int:
     from sepconc.errors import UserError
+    from sepconc.sweep.budget import describe_budget
     from sepconc.sweep.resources import validate_resources
+    from sepconc.sweep.schedulers import describe_scheduler, scheduler_warnings
     from sepconc.sweep.spec import load_sweep
     from sepconc.sweep.validate import summary_lines, validate_sweep
 
@@ -122,6 +129,10 @@ def run_validate(args: argparse.Namespace) -> int:
     else:
         for line in summary_lines(spec, variants):
             print(line)
+        print(describe_scheduler(spec.scheduler))
+        print(describe_budget(spec.budget))
+        for line in scheduler_warnings(spec):
+            print(f"warning: {line}")
     for line in problems:
         print(line if line.startswith("hint:") else f"error: {line}", file=sys.stderr)
     return 2 if problems else 0

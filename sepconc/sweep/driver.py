@@ -22,6 +22,7 @@ from typing import Any
 
 from sepconc.errors import UserError
 from sepconc.logs import adopt_library_loggers, attach_log, detach_log, stdout_to_log
+from sepconc.sweep.budget import budget_line, record_outcome, start_state
 from sepconc.sweep.paths import SweepPaths, read_meta, sweep_paths  # noqa: F401 - public API
 from sepconc.sweep.ray_join import check_address, held_stderr, join_cluster  # noqa: F401
 from sepconc.sweep.resources import (
@@ -41,6 +42,7 @@ from sepconc.sweep.sweep_state import (
     discard_state,
     finish_parent,
     is_stale,
+    mark_trials,
     parent_run,  # noqa: F401 - part of this module's public API (scripts build sweeps with it)
     trials_problem,
     tune_state_exists,
@@ -130,6 +132,7 @@ def launch(spec: SweepSpec, address=None, tracking_uri=None,
     handler = attach_log(paths.meta_dir / "driver.log")
     try:
         meta = create_state(spec, paths, uri, meta)
+        start_state(paths.meta_dir, spec.budget, False, spec.name)
         return _run(spec, paths, meta, address, resume=None, fresh=True)
     finally:
         detach_log(handler)
@@ -166,6 +169,7 @@ def resume(name: str, mode: str | None = None, address=None, runs_dir="runs", ov
     paths.storage = meta["storage"]
     address = address or meta.get("address")
     preflight(spec, paths, address, meta["tracking_uri"])
+    start_state(paths.meta_dir, spec.budget, True, name)  # refuses a spent budget
     handler = attach_log(paths.meta_dir / "driver.log")
     try:
         if overrides or file:
@@ -208,5 +212,19 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
                "search": search_summary(spec, tuner),  # what never ran (sepconc.sweep.search)
                "errors": sum(1 for r in results if r.error),
                "tracking_uri": meta["tracking_uri"]}  # fmt: skip
+    summary.update(budget_outcome(paths.meta_dir, meta, results, summary["trials"]))
     finish_parent(meta, summary)
     return summary
+
+
+def budget_outcome(meta_dir: Path, meta: dict, results, total: int) -> dict[str, Any]:
+    """After `fit`: the trials the budget left `not_started` or paused (stored in the
+    sweep's `budget.json`, tagged on their MLflow runs) and the summary's budget line."""
+    trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None) or []
+    spent = record_outcome(meta_dir, trials, total)
+    if spent.get("paused"):
+        mark_trials(meta, spent["paused"], "paused")
+    if spent.get("held"):  # those Tune had begun to start have a run: not_started
+        mark_trials(meta, spent["held"], "not_started")
+    line = budget_line(meta_dir)
+    return {"budget": line, "not_started": spent.get("not_started", 0)} if line else {}

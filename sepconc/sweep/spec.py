@@ -13,7 +13,8 @@ metric: val_acc1                # or a list of objectives: [val_acc1, params] (o
 mode: max                       # or [max, min]
 searcher: {type: tpe, seed: 0, startup_trials: 4}   # random (default) | grid | tpe | nsga2
 constraints: {params: {max: 5e6}, flops: {max: 2e9}}   # never trained (constraints.py)
-scheduler: {type: asha, grace_period: 1, reduction_factor: 2, max_t: 6}   # or {type: fifo}
+scheduler: {type: asha, grace_period: 1, reduction_factor: 2, max_t: 6}   # see sweep/schedulers.py
+budget: {time: 2h, gpu_hours: 10, trials: 20}   # optional; see sweep/budget.py
 resources: {workers_per_trial: 2, gpus_per_worker: 0, cpus_per_worker: 1, max_concurrent_trials: 1}
 failure: {max_retries: 1}
 checkpoint: {every: 1, keep: 2}
@@ -51,10 +52,8 @@ from sepconc.yamlio import dump_yaml, load_yaml
 SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 TOP_KEYS = ("name", "description", "base", "search", "samples", "metric", "mode", "scheduler",
             "resources", "failure", "checkpoint", "tracking", "storage", "searcher",
-            "constraints")  # fmt: skip
-SECTION_KEYS = {
-    "scheduler": {"type": str, "grace_period": int, "reduction_factor": (int, float),
-                  "max_t": int},
+            "constraints", "budget")  # fmt: skip
+SECTION_KEYS = {  # `scheduler:` and `budget:` are checked by sepconc.sweep.{schedulers,budget}
     "resources": {"workers_per_trial": int, "gpus_per_worker": (int, float),
                   "cpus_per_worker": (int, float), "max_concurrent_trials": int},
     "failure": {"max_retries": int},
@@ -81,6 +80,7 @@ class SweepSpec:
     storage: str | None = None
     searcher: dict[str, Any] = field(default_factory=lambda: {"type": "random"})  # search.py
     constraints: dict[str, dict[str, float]] = field(default_factory=dict)  # constraints.py
+    budget: dict[str, Any] = field(default_factory=dict)  # sepconc.sweep.budget.check_budget
     auto_resources: bool = False  # `resources: auto`: fitted to the machine by the driver
     text: str = ""  # the sweep file as given (logged as an artifact)
     overrides: list[str] = field(default_factory=list)  # `--set` items applied to `text`
@@ -237,7 +237,8 @@ def parse_sweep(raw: dict[str, Any], text: str = "", where: str = "sweep") -> Sw
     if "seed" not in spec.base and "seed" not in spec.search and spec.samples == 1:
         spec.base["seed"] = 0  # logged with each trial: `best --out` retrains the same run
     epochs_ok = not any(": base: epochs " in p for p in base_problems)
-    problems += _check_scheduler(spec, base_config.optim.epochs if epochs_ok else None, where)
+    problems += _check_scheduler(spec, raw.get("scheduler"), raw.get("budget"),
+                                 base_config.optim.epochs if epochs_ok else None, where)  # fmt: skip
     if problems:
         raise UserError("\n".join(dict.fromkeys(problems)))
     return spec
@@ -324,29 +325,15 @@ def _search_entry(key: str, value, spec: SweepSpec, where: str, known: set[str])
     return {kind: args}, problems
 
 
-def _check_scheduler(spec: SweepSpec, epochs: int | None, where: str) -> list[str]:
-    """Fill in the scheduler's defaults; its problems (max_t checked when `epochs` is known)."""
-    sched = {"type": "fifo", **spec.scheduler}
-    spec.scheduler = sched
-    if sched["type"] not in ("asha", "fifo"):
-        return [f"{where}: scheduler.type must be 'asha' or 'fifo', got {sched['type']!r}"
-                f"{suggest(str(sched['type']), ('asha', 'fifo'))}"]  # fmt: skip
-    if sched["type"] != "asha":
-        return []
-    problems = []
-    sched.setdefault("max_t", epochs or 1)
-    sched.setdefault("grace_period", 1)
-    sched.setdefault("reduction_factor", 2)
-    if not 1 <= sched["grace_period"] <= sched["max_t"]:
-        problems.append(f"{where}: scheduler.grace_period must be in [1, max_t="
-                        f"{sched['max_t']}], got {sched['grace_period']}")  # fmt: skip
-    if sched["reduction_factor"] <= 1:
-        problems.append(f"{where}: scheduler.reduction_factor must be > 1, "
-                        f"got {sched['reduction_factor']}")  # fmt: skip
-    if epochs is not None and sched["max_t"] > epochs:
-        problems.append(f"{where}: scheduler.max_t {sched['max_t']} exceeds base.epochs "
-                        f"{epochs}; trials never reach it, lower max_t")  # fmt: skip
-    return problems
+def _check_scheduler(spec: SweepSpec, value, budget, epochs: int | None, where: str) -> list[str]:
+    """`scheduler:` and `budget:` (`sepconc.sweep.schedulers`, `sepconc.sweep.budget`): their
+    defaults filled in; their problems (max_t checked when `epochs` is known)."""
+    from sepconc.sweep.budget import check_budget
+    from sepconc.sweep.schedulers import check_population, check_scheduler
+
+    spec.scheduler, problems = check_scheduler(value, epochs, spec.workers, where)
+    spec.budget, found = check_budget(budget, where)
+    return problems + found + check_population(spec, where)
 
 
 def _check_resources(spec: SweepSpec, where: str) -> list[str]:

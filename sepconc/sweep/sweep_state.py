@@ -195,7 +195,27 @@ def finish_parent(meta: dict, summary: dict | None) -> None:
         client = tracking_client(meta["tracking_uri"])
         if summary is not None:
             client.log_metric(meta["parent_run_id"], "sweep_seconds", summary["seconds"])
+            if summary.get("budget"):  # which budget ended it, the trials left
+                client.set_tag(meta["parent_run_id"], "sepconc.budget", summary["budget"])
         failed = summary is None or summary["errors"]
         client.set_terminated(meta["parent_run_id"], "FAILED" if failed else "FINISHED")
     except Exception as exc:  # never hide the sweep's own outcome behind this
         log.warning("could not close parent run %s: %s", meta["parent_run_id"], exc)
+
+
+def mark_trials(meta: dict, trial_ids: list[str], status: str) -> None:
+    """Set the status tag of these trials' MLflow runs (e.g. `paused` by the budget: they
+    continue on `resume`) and end the runs meanwhile; a store problem is a warning."""
+    from sepconc.tracking.store import TAG_STATUS, TAG_TRIAL
+
+    try:
+        client = tracking_client(meta["tracking_uri"])
+        for trial_id in trial_ids:
+            found = client.search_runs([meta["experiment_id"]],
+                                       filter_string=f"tags.`{TAG_TRIAL}` = '{trial_id}' and "
+                                       f"tags.`{TAG_SWEEP}` = '{meta['name']}'")  # fmt: skip
+            for run in found:
+                client.set_tag(run.info.run_id, TAG_STATUS, status)
+                client.set_terminated(run.info.run_id, "KILLED")
+    except Exception as exc:  # never hide the sweep's own outcome behind this
+        log.warning("could not mark trials %s %s: %s", trial_ids, status, exc)

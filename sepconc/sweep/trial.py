@@ -169,6 +169,7 @@ def _train_with_reporter(flat: dict, trial_id: str, checkpoint, report, checkpoi
     from sepconc.checkpoint import checkpoint_epoch, list_checkpoints
     from sepconc.config import Config
     from sepconc.distributed import current_world
+    from sepconc.sweep.pbt_clone import cloned_from
     from sepconc.trainer import on_main, train
 
     restart = flat.pop("restart", False)
@@ -181,8 +182,9 @@ def _train_with_reporter(flat: dict, trial_id: str, checkpoint, report, checkpoi
         flat["out"] = str(scratch / "run")
         flat["resume"] = str(restored) if restored else None
     else:
+        donor = cloned_from(getattr(checkpoint, "path", None), trial_id)  # PBT: sweep/pbt_clone.py
         flat["resume"] = on_main(current_world(), trial_resume, Path(flat["out"]), restored,
-                                 restart)  # fmt: skip
+                                 restart, donor)  # fmt: skip
     config = Config.from_flat(flat, where=f"trial {trial_id}")
     received = list_checkpoints(restored) if restored else []
     reporter = RayReporter(scratch, _gather_nodes(), report, checkpoint_cls,
@@ -193,12 +195,18 @@ def _train_with_reporter(flat: dict, trial_id: str, checkpoint, report, checkpoi
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def trial_resume(out: Path, restored: Path | None, restart: bool) -> str | None:
+def trial_resume(out: Path, restored: Path | None, restart: bool,
+                 donor: str | None = None) -> str | None:  # fmt: skip
     """What a (re)started trial resumes from, on rank 0: its folder `out` (returned) once it
     holds the newest checkpoint (Ray's `restored` one is copied in when it is newer), or
-    None (start from scratch; an earlier attempt's files in `out` are moved aside)."""
+    None (start from scratch; an earlier attempt's files in `out` are moved aside).
+    `donor`: PBT handed it trial `donor`'s checkpoint, which the folder adopts."""
     from sepconc.checkpoint import checkpoint_epoch, list_checkpoints
     from sepconc.run_folder import abandon_run
+    from sepconc.sweep.pbt_clone import adopt_clone
+
+    if donor and restored is not None:
+        adopt_clone(out, restored, donor)
 
     folder = out / "checkpoints"
     received = list_checkpoints(restored) if restored else []

@@ -54,18 +54,18 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
 
 def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed: dict):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from sepconc.sweep.budget_scheduler import BudgetScheduler
     from sepconc.sweep.callbacks import MlflowSweepCallback, ProgressCallback
+    from sepconc.sweep.pbt import PbtChangesCallback
+    from sepconc.sweep.schedulers import build_scheduler, with_mutations
     from sepconc.sweep.search import build_search_alg
     from sepconc.sweep.space import trial_count, tune_num_samples, tune_param_space
 
     sched = spec.scheduler
-    scheduler = FIFOScheduler()
-    if sched["type"] == "asha":
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=sched["max_t"],
-                                  grace_period=sched["grace_period"],
-                                  reduction_factor=sched["reduction_factor"])  # fmt: skip
+    # The sweep's scheduler inside its budget (always wrapped: `resume` may add a budget).
+    scheduler = BudgetScheduler(build_scheduler(spec), str(paths.meta_dir),
+                                spec.workers * spec.gpus_per_worker)  # fmt: skip
     concurrent = spec.resources.get("max_concurrent_trials")
     # Train retries multi-worker trials itself; a 1-worker trial runs in Tune's process: Tune retries.
     in_process_retries = spec.max_retries if spec.workers == 1 else 0
@@ -75,10 +75,15 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
                             spec.gpus_per_worker, fixed),
         ProgressCallback(spec.metrics[0], trial_count(spec), spec.epochs, sched),
     ]  # fmt: skip
+    if sched["type"] == "pbt":  # each clone's new values on its MLflow run
+        callbacks.append(PbtChangesCallback(meta["tracking_uri"], meta["experiment_id"], spec.name,
+                                            list(sched["mutations"])))  # fmt: skip
+    # PBT clones other trials' checkpoints: keep a few more (Ray warns at <= 2)
+    keep = max(spec.checkpoint["keep"], 4) if sched["type"] == "pbt" else spec.checkpoint["keep"]
     search_alg = build_search_alg(spec)
     tuner = tune.Tuner(
         trainable,
-        param_space=tune_param_space(spec),
+        param_space=with_mutations(spec, tune_param_space(spec)),
         # the scheduler ranks by the first objective; a tpe/nsga2 searcher gets them all
         tune_config=tune.TuneConfig(metric=spec.metrics[0], mode=spec.modes[0],
                                     scheduler=scheduler, search_alg=search_alg,
@@ -90,7 +95,7 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
                                   failure_config=tune.FailureConfig(max_failures=in_process_retries),
                                   # 1-worker trials' checkpoints in Tune's storage: newest N too
                                   checkpoint_config=tune.CheckpointConfig(
-                                      num_to_keep=spec.checkpoint["keep"])),
+                                      num_to_keep=keep)),
     )  # fmt: skip
     tuner._sepconc_search = search_alg  # its refusals, for the summary (search.search_summary)
     return tuner
