@@ -120,3 +120,13 @@ SWEEP_CASES: dict[str, Case] = {
         "validate s.yaml", r"s\.yaml: a sweep file is a mapping \(name:, base:, search:",
         {"s.yaml": "- a\n- b\n"}),
 }  # fmt: skip
+
+# issue 13.7 (extend): per-block rules (sepconc/sweep/rules.py)
+SWEEP_CASES.update({
+    "search_rule_non_integer_width": sweep_case(
+        "search.frame_width.grid: scale 0.5 x of 15 gives the width 7.5, not a whole number",
+        search={"frame_width": {"scale": [0.5, 1], "of": [15]}}),
+    "search_rule_not_per_block": sweep_case(
+        "search.lr.grid: a rule ({scale, of} or {start, factor}) gives per-block lists; lr is "
+        "not a per-block option", search={"lr": {"start": [1], "factor": 2}}),
+})  # fmt: skip

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sepconc.config import PER_BLOCK, Config
+from sepconc.sweep.rules import resolve_per_block
 
 if TYPE_CHECKING:
     from sepconc.sweep.spec import SweepSpec
@@ -69,7 +70,7 @@ def trial_flat_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]
                 checkpoint_every=spec.checkpoint.get("every", 1),
                 checkpoint_keep=spec.checkpoint.get("keep", 2))  # fmt: skip
     flat.setdefault("seed", 0)
-    return flat
+    return resolve_per_block(flat)  # per-block rules' `{start, factor}` (sepconc.sweep.rules)
 
 
 def sweep_wording(problem: str, spec: SweepSpec) -> str:
