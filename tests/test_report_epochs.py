@@ -165,7 +165,7 @@ def test_report_figures_from_the_record(runs):
     report = sweep_report(NAME, runs, log_artifacts=False)
     assert [p.name for p in report.files] == ["metric_vs_params.png", "learning_curves.png",
                                               "layer_stats.png", "parallel_coordinates.png",
-                                              "summary.txt"]  # fmt: skip
+                                              "importance.png", "summary.txt"]  # fmt: skip
     assert all(p.stat().st_size > 10_000 for p in report.files[:-1])
 
 
