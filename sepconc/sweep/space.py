@@ -24,9 +24,15 @@ if TYPE_CHECKING:
 RANGES = ("uniform", "loguniform", "randint")  # [low, high]; randint's high is inclusive
 
 
-def tune_param_space(spec: SweepSpec) -> dict[str, Any]:
-    """`{"params": {name: tune domain or constant}}` for `Tuner(param_space=...)`."""
+def tune_param_space(spec: SweepSpec, previous=()) -> dict[str, Any]:
+    """`{"params": {name: tune domain or constant}}` for `Tuner(param_space=...)`; with
+    `previous` (`--extend`), a grid over the trials not finished yet (`num_samples` 1)."""
     from ray import tune
+
+    if previous:  # sepconc.sweep.extend (planned_trials(spec, previous) once search's lands)
+        from sepconc.sweep.extend import remaining_trials
+
+        return {"params": tune.grid_search(remaining_trials(spec, previous))}
 
     params: dict[str, Any] = {}
     for key, entry in spec.search.items():

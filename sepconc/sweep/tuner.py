@@ -10,10 +10,12 @@ from sepconc.sweep.paths import SweepPaths
 from sepconc.sweep.spec import SweepSpec
 
 
-def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | None):
+def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | None,
+                previous=()):  # fmt: skip
     """The Tuner of a sweep: restored from its Tune state when `resume` (`"unfinished"`,
     `"retry"` or `"restart"`: errored trials continued or started over), else new.
-    Needs a started Ray (`driver.start_ray`)."""
+    `previous`: finished trials of the sweep being extended (`sepconc.sweep.extend`), not
+    run again. Needs a started Ray (`driver.start_ray`)."""
     from ray import tune
 
     from sepconc.sweep.trial import run_trial
@@ -33,10 +35,10 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | No
     trainable = tune.with_parameters(run_trial, sweep=fixed)
     trainable = tune.with_resources(trainable, trial_resources(spec))
     if resume:
-        return tune.Tuner.restore(paths.under("tune", spec.name), trainable,
+        return tune.Tuner.restore(paths.under("tune", paths.tune_name), trainable,
                                   resume_errored=resume == "retry",
                                   restart_errored=resume == "restart")  # fmt: skip
-    return _new_tuner(spec, paths, meta, trainable, fixed)
+    return _new_tuner(spec, paths, meta, trainable, fixed, previous)
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
@@ -52,7 +54,8 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
     return {"CPU": 0, "memory": 1}
 
 
-def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed: dict):
+def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed: dict,
+               previous=()):  # fmt: skip
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -76,11 +79,12 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
     ]  # fmt: skip
     return tune.Tuner(
         trainable,
-        param_space=tune_param_space(spec),
+        param_space=tune_param_space(spec, previous),  # --extend: without finished configs
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler,
-                                    num_samples=spec.samples, max_concurrent_trials=concurrent,
+                                    num_samples=1 if previous else spec.samples,
+                                    max_concurrent_trials=concurrent,
                                     trial_dirname_creator=lambda t: t.trial_id),
-        run_config=tune.RunConfig(name=spec.name, storage_path=paths.under("tune"),
+        run_config=tune.RunConfig(name=paths.tune_name, storage_path=paths.under("tune"),
                                   callbacks=callbacks, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=in_process_retries),
                                   # 1-worker trials' checkpoints in Tune's storage: newest N too

@@ -1,0 +1,220 @@
+"""`launch.py sweep FILE --extend`: add trials to an existing sweep of the same name.
+
+- The new trials are child runs of the sweep's MLflow parent run, so `status`, `compare`,
+  `best` and `report` show old and new trials together.
+- A configuration that already finished (completed, or stopped by the scheduler) is not run
+  again: its result is reused (`previous_trials` reads it from the parent run's children;
+  the planned trials leave it out, `remaining_trials`) and listed after the sweep.
+- Finished trials seed a model-based searcher (`search.build_search_alg(spec, previous)`).
+- Tune's state: each extension is a new Tune experiment `tune/<name>-ext<k>` beside
+  `tune/<name>`; `sweep.json` names the latest (`tune_name`), so `resume NAME` continues
+  the extension. The file of each extension is kept (`sweep.yaml` is the latest, the one
+  before it `sweep-before-ext<k>.yaml`) and logged to the parent run.
+- Refused in one line before anything is written: no such sweep, a sweep whose trials are
+  not all finished (`resume` it first), another tracking store or storage.
+
+A start that fails before Tune has written the extension's state puts `sweep.json` and
+`sweep.yaml` back as they were: the sweep is unchanged and `--extend` can be run again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from sepconc.config import FIELD_SECTION, Config
+from sepconc.errors import UserError
+from sepconc.sweep.paths import SweepPaths, read_meta, sweep_paths
+from sepconc.sweep.spec import SweepSpec, load_sweep
+from sepconc.tracking.read import Trial, sweep_trials
+from sepconc.yamlio import load_yaml
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("completed", "early_stopped")
+Previous = list[tuple[dict[str, Any], dict[str, float]]]
+
+
+def objectives(spec: SweepSpec) -> list[str]:
+    """The sweep's metrics as a list (`spec.metrics` where the spec has it)."""
+    listed = getattr(spec, "metrics", None) or spec.metric
+    return [listed] if isinstance(listed, str) else list(listed)
+
+
+def previous_trials(spec: SweepSpec, paths: SweepPaths, meta: dict[str, Any]) -> Previous:
+    """`[(params, result)]` of the sweep's finished trials (children of its parent run),
+    oldest first: `params` the trial's values of every key the stored or the new sweep file
+    sweeps or sets differently in `base` (typed as the config's fields), `result` its last
+    value of each of the new file's objectives that it logged."""
+    _, _, trials = sweep_trials(meta["name"], paths.runs_dir)
+    keys = _identity_keys(spec, paths)
+    metrics = objectives(spec)
+    out = []
+    for trial in sorted((t for t in trials if t.status in FINISHED), key=lambda t: t.name):
+        params = {k: load_yaml(trial.params[k]) for k in keys if k in trial.params}
+        result = {m: trial.last[m] for m in metrics if m in trial.last}
+        out.append((params, result))
+    return out
+
+
+def _identity_keys(spec: SweepSpec, paths: SweepPaths) -> list[str]:
+    """Keys that tell trials of the old and the new file apart: swept in either file, or
+    set differently in their `base`."""
+    keys = set(spec.search)
+    stored = paths.meta_dir / "sweep.yaml"
+    if stored.is_file():
+        old = load_sweep(stored, read_meta(spec.name, paths.runs_dir).get("overrides", []),
+                         spec.name)  # fmt: skip
+        keys |= set(old.search)
+        keys |= {k for k in set(old.base) | set(spec.base) if old.base.get(k) != spec.base.get(k)}
+    return sorted(k for k in keys if k in FIELD_SECTION)
+
+
+def identity(spec: SweepSpec, params: dict[str, Any]) -> str:
+    """Equal for two trials of `spec` with the same resolved training config."""
+    from sepconc.sweep.space import trial_flat_config
+
+    try:
+        flat = Config.from_flat(trial_flat_config(spec, params)).to_flat()
+    except UserError:
+        flat = params
+    return repr(sorted(flat.items()))
+
+
+def remaining_trials(spec: SweepSpec, previous: Previous) -> list[dict[str, Any]]:
+    """The trials of `spec` (grid x `samples`, drawn entries from `random.Random(0)`)
+    without those identical to each other or to a `previous` one (`identity`).
+
+    Fallback for `sepconc.sweep.space.planned_trials(spec, previous)` (issue 13.7, search),
+    which replaces it when present."""
+    try:
+        from sepconc.sweep.space import planned_trials
+    except ImportError:
+        planned_trials = None
+    if planned_trials is not None:
+        return planned_trials(spec, previous)
+    from sepconc.sweep.space import sampler_values
+
+    rng = random.Random(0)
+    grids = {k: e["grid"] for k, e in spec.search.items() if "grid" in e}
+    seen = {identity(spec, p) for p, _ in previous}
+    out = []
+    for _ in range(spec.samples):
+        for combo in itertools.product(*grids.values()):
+            params = dict(zip(grids, combo, strict=True))
+            for key, entry in spec.search.items():
+                kind, args = next(iter(entry.items()))
+                if kind == "choice":
+                    params[key] = rng.choice(args)
+                elif kind == "randint":
+                    params[key] = rng.randint(args[0], args[1])
+                elif kind in ("uniform", "loguniform"):
+                    low, _, high = sampler_values(kind, args)
+                    params[key] = (rng.uniform(low, high) if kind == "uniform" else
+                                   low * (high / low) ** rng.random())  # fmt: skip
+            if "seed" not in spec.base and "seed" not in spec.search and spec.samples > 1:
+                params["seed"] = rng.randint(0, 2**31 - 1)
+            key = identity(spec, params)
+            if key not in seen:
+                seen.add(key)
+                out.append(params)
+    return out
+
+
+def reused_lines(spec: SweepSpec, previous: Previous) -> list[str]:
+    """One line per finished trial the extension's file plans again (reused, not rerun)."""
+    from sepconc.sweep.space import describe
+
+    planned = _all_planned(spec)
+    lines = []
+    for params, result in previous:
+        if identity(spec, params) in planned:
+            shown = {k: v for k, v in params.items() if k in spec.search}
+            values = ", ".join(f"{m} {v:.4g}" for m, v in result.items())
+            lines.append(f"  {describe(shown)}: {values or 'no result logged'}")
+    return lines
+
+
+def _all_planned(spec: SweepSpec) -> set[str]:
+    """`identity` of every trial `spec` plans before deduplication (grid x samples)."""
+    if any("grid" not in e for e in spec.search.values()):
+        return {identity(spec, p) for p in remaining_trials(spec, [])}
+    grids = {k: e["grid"] for k, e in spec.search.items()}
+    return {identity(spec, dict(zip(grids, c, strict=True)))
+            for c in itertools.product(*grids.values())}  # fmt: skip
+
+
+def check_extendable(spec: SweepSpec, meta: dict[str, Any], trials: list[Trial],
+                     tracking_uri: str | None, paths: SweepPaths) -> None:  # fmt: skip
+    """Refuse (one-line `UserError`) an extension that would lose or mix up trials."""
+    unfinished = [t.name for t in trials if t.status not in (*FINISHED, "failed")]
+    if unfinished:
+        raise UserError(f"sweep '{spec.name}' has {len(unfinished)} unfinished trial(s) "
+                        f"({', '.join(unfinished[:3])}{', ...' if len(unfinished) > 3 else ''}); "
+                        f"`resume {spec.name}` first, then --extend")  # fmt: skip
+    if tracking_uri and tracking_uri != meta["tracking_uri"]:
+        raise UserError(f"--tracking-uri {tracking_uri}: sweep '{spec.name}' is tracked in "
+                        f"{meta['tracking_uri']}; drop --tracking-uri to extend it there")  # fmt: skip
+    if spec.storage and paths.storage != meta["storage"]:
+        raise UserError(f"storage {paths.storage}: sweep '{spec.name}' keeps its trials in "
+                        f"{meta['storage']}; set storage: to that or remove it")  # fmt: skip
+
+
+def extend(spec: SweepSpec, address: str | None = None, tracking_uri: str | None = None,
+           runs_dir: str | Path = "runs") -> dict[str, Any]:  # fmt: skip
+    """`launch.py sweep FILE --extend`: run the trials of `spec` that sweep `spec.name` has not
+    finished yet, as children of its parent run (module docstring). Returns the driver's
+    summary with `trials` (new trials run) and `reused` (lines of finished ones reused)."""
+    from sepconc.logs import attach_log, detach_log
+    from sepconc.sweep import driver
+    from sepconc.sweep.sweep_state import tune_state_exists
+    from sepconc.tracking.store import tracking_client
+
+    meta = read_meta(spec.name, runs_dir)
+    driver._quiet_libraries()
+    paths = sweep_paths(spec, runs_dir)
+    paths.storage = meta["storage"] if not spec.storage else paths.storage
+    _, _, trials = sweep_trials(spec.name, runs_dir)
+    check_extendable(spec, meta, trials, tracking_uri, paths)
+    previous = previous_trials(spec, paths, meta)
+    reused = reused_lines(spec, previous)
+    new = remaining_trials(spec, previous)
+    model_based = getattr(spec, "searcher", {}).get("type") in ("tpe", "nsga2")
+    summary = {"name": spec.name, "trials": spec.samples if model_based else len(new),
+               "seconds": 0.0, "errors": 0, "tracking_uri": meta["tracking_uri"],
+               "reused": reused}  # fmt: skip
+    if not new and not model_based:
+        return summary
+    driver.preflight(spec, paths, address or meta.get("address"), meta["tracking_uri"])
+    number = len(meta.get("extensions", [])) + 1
+    before = {n: (paths.meta_dir / n).read_text() for n in ("sweep.json", "sweep.yaml")}
+    meta = {**meta, "tune_name": f"{spec.name}-ext{number}",
+            "extensions": [*meta.get("extensions", []), f"{spec.name}-ext{number}"]}  # fmt: skip
+    paths.experiment = meta["tune_name"]
+    handler = attach_log(paths.meta_dir / "driver.log")
+    try:
+        log.info("extend %s: %d new trial(s), %d finished reused (Tune experiment %s)",
+                 spec.name, summary["trials"], len(reused), meta["tune_name"])  # fmt: skip
+        (paths.meta_dir / f"sweep-before-ext{number}.yaml").write_text(before["sweep.yaml"])
+        (paths.meta_dir / "sweep.yaml").write_text(spec.text)
+        (paths.meta_dir / "sweep.json").write_text(json.dumps(meta, indent=1))
+        client = tracking_client(meta["tracking_uri"])
+        client.log_artifact(meta["parent_run_id"], str(paths.meta_dir / "sweep.yaml"),
+                            artifact_path=f"ext{number}")  # fmt: skip
+        client.update_run(meta["parent_run_id"], status="RUNNING")
+        try:
+            result = driver._run(spec, paths, meta, address or meta.get("address"),
+                                 resume=None, previous=previous)  # fmt: skip
+        except BaseException:
+            if not tune_state_exists(meta["storage"], meta["tune_name"]):  # never reached Tune
+                for name, text in before.items():
+                    (paths.meta_dir / name).write_text(text)
+                (paths.meta_dir / f"sweep-before-ext{number}.yaml").unlink(missing_ok=True)
+            raise
+    finally:
+        detach_log(handler)
+    return {**result, "trials": summary["trials"], "reused": reused}
