@@ -4,7 +4,8 @@ Proves: the key that drives an objective gets most of its importance and the key
 drives another objective most of that one's; trials are rung-matched (read at the last
 epoch all finished trials reached, so a trial ASHA stopped early is compared at its epoch,
 not against others' later epochs); static objectives (`params`, logged at step 0) are read
-as logged; failed trials are left out; too few trials give a note, not an error. (The figure is drawn by the report tests, tests/test_report*.py.)
+as logged; failed trials are left out; too few trials give a note, not an error. (The
+figure is drawn by the report tests, tests/test_report*.py.)
 """
 
 from __future__ import annotations
