@@ -8,7 +8,7 @@ is not the same configuration; the extension's objectives are a list either way.
 
 from __future__ import annotations
 
-from sepconc.sweep.extend import objectives, remaining_trials, reused_lines
+from sepconc.sweep.extend import as_options, objectives, remaining_trials, reused_lines
 from sepconc.sweep.spec import parse_sweep
 
 BASE = {"dataset": "synthetic", "arch": "scatnetblockanalysis", "n_blocks": 1, "epochs": 1,
@@ -31,3 +31,13 @@ def test_finished_configurations_are_reused_not_planned():
     changed = [({"lr": 0.01, "frame_width": [16], "epochs": 1}, {})]
     assert len(remaining_trials(spec(epochs=2), changed)) == 4  # 2 epochs: not the same trial
     assert objectives(spec()) == ["val_acc1"]
+
+
+def test_logged_values_become_the_files_options():
+    """A searcher seeded with finished trials finds their values among its choices."""
+    rule = parse_sweep({"name": "t", "base": {**BASE, "n_blocks": 3, "P_proj_size": [8]},
+                        "search": {"frame_width": {"start": [8, 16], "factor": 2},
+                                   "lr": {"grid": [0.1]}}})  # fmt: skip
+    assert as_options(rule, {"frame_width": [16, 32, 64], "lr": 0.1}) == {
+        "frame_width": "16*2^block", "lr": 0.1}  # fmt: skip
+    assert as_options(spec(), {"frame_width": [32], "lr": 0.1}) == {"frame_width": 32, "lr": 0.1}

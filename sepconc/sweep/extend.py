@@ -57,7 +57,29 @@ def previous_trials(spec: SweepSpec, paths: SweepPaths, meta: dict[str, Any]) ->
     for trial in sorted((t for t in trials if t.status in FINISHED), key=lambda t: t.name):
         params = {k: load_yaml(trial.params[k]) for k in keys if k in trial.params}
         result = {m: trial.last[m] for m in metrics if m in trial.last}
-        out.append((params, result))
+        out.append((as_options(spec, params), result))
+    return out
+
+
+def as_options(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with each value of a grid/choice key written as the new file's option that
+    gives the same config (a logged `[256]` is the option `256`, a logged `[8, 16, 32]` the
+    rule's `8*2^block`), so a searcher finds it among its choices; others unchanged."""
+    from sepconc.sweep.space import trial_flat_config
+
+    def field(values: dict[str, Any], key: str) -> Any:
+        try:
+            return Config.from_flat(trial_flat_config(spec, values)).to_flat()[key]
+        except UserError:
+            return None
+
+    out = dict(params)
+    for key, entry in spec.search.items():
+        kind, options = next(iter(entry.items()))
+        if kind not in ("grid", "choice") or key not in params or params[key] in options:
+            continue
+        logged = field(out, key)
+        out[key] = next((o for o in options if field({**out, key: o}, key) == logged), out[key])
     return out
 
 
