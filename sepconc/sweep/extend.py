@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import random
 from pathlib import Path
 from typing import Any
 
@@ -98,53 +97,19 @@ def _identity_keys(spec: SweepSpec, paths: SweepPaths) -> list[str]:
 
 def identity(spec: SweepSpec, params: dict[str, Any]) -> str:
     """Equal for two trials of `spec` with the same resolved training config."""
-    from sepconc.sweep.space import trial_flat_config
+    from sepconc.sweep.space import config_identity
 
-    try:
-        flat = Config.from_flat(trial_flat_config(spec, params)).to_flat()
-    except UserError:
-        flat = params
-    return repr(sorted(flat.items()))
+    return config_identity(spec, params)
 
 
 def remaining_trials(spec: SweepSpec, previous: Previous) -> list[dict[str, Any]]:
-    """The trials of `spec` (grid x `samples`, drawn entries from `random.Random(0)`)
-    without those identical to each other or to a `previous` one (`identity`).
+    """The trials `spec` plans without those identical to a `previous` one: issue 13.7's
+    `space.planned_trials(spec, previous)` (search) where it exists, else the stand-in
+    `space.remaining_trials`."""
+    from sepconc.sweep import space
 
-    Fallback for `sepconc.sweep.space.planned_trials(spec, previous)` (issue 13.7, search),
-    which replaces it when present."""
-    try:
-        from sepconc.sweep.space import planned_trials
-    except ImportError:
-        planned_trials = None
-    if planned_trials is not None:
-        return planned_trials(spec, previous)
-    from sepconc.sweep.space import sampler_values
-
-    rng = random.Random(0)
-    grids = {k: e["grid"] for k, e in spec.search.items() if "grid" in e}
-    seen = {identity(spec, p) for p, _ in previous}
-    out = []
-    for _ in range(spec.samples):
-        for combo in itertools.product(*grids.values()):
-            params = dict(zip(grids, combo, strict=True))
-            for key, entry in spec.search.items():
-                kind, args = next(iter(entry.items()))
-                if kind == "choice":
-                    params[key] = rng.choice(args)
-                elif kind == "randint":
-                    params[key] = rng.randint(args[0], args[1])
-                elif kind in ("uniform", "loguniform"):
-                    low, _, high = sampler_values(kind, args)
-                    params[key] = (rng.uniform(low, high) if kind == "uniform" else
-                                   low * (high / low) ** rng.random())  # fmt: skip
-            if "seed" not in spec.base and "seed" not in spec.search and spec.samples > 1:
-                params["seed"] = rng.randint(0, 2**31 - 1)
-            key = identity(spec, params)
-            if key not in seen:
-                seen.add(key)
-                out.append(params)
-    return out
+    planned = getattr(space, "planned_trials", None) or space.remaining_trials
+    return planned(spec, previous)
 
 
 def reused_lines(spec: SweepSpec, previous: Previous) -> list[str]:
