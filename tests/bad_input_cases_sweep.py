@@ -129,4 +129,8 @@ SWEEP_CASES.update({
     "search_rule_not_per_block": sweep_case(
         "search.lr.grid: a rule ({scale, of} or {start, factor}) gives per-block lists; lr is "
         "not a per-block option", search={"lr": {"start": [1], "factor": 2}}),
+    # issue 13.6 (extend): --extend needs the sweep to exist
+    "extend_without_a_sweep": Case(
+        "sweep s.yaml --extend", r"^error: --extend: no sweep named 's' in runs/sweeps to extend; "
+        r"run `sweep FILE` without --extend to start it$", {"s.yaml": sweep_text()}),
 })  # fmt: skip

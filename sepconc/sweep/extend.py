@@ -161,6 +161,9 @@ def extend(spec: SweepSpec, address: str | None = None, tracking_uri: str | None
     from sepconc.sweep.sweep_state import tune_state_exists
     from sepconc.tracking.store import tracking_client
 
+    if not (Path(runs_dir) / "sweeps" / spec.name / "sweep.json").is_file():
+        raise UserError(f"--extend: no sweep named '{spec.name}' in {Path(runs_dir)}/sweeps to "
+                        f"extend; run `sweep FILE` without --extend to start it")  # fmt: skip
     meta = read_meta(spec.name, runs_dir)
     driver._quiet_libraries()
     paths = sweep_paths(spec, runs_dir)
