@@ -215,3 +215,17 @@ SWEEP_CASES.update({
     "budget_unknown_key": sweep_case(
         "unknown key 'budget.hours' (did you mean 'gpu_hours'?)", budget={"hours": 3}),
 })  # fmt: skip
+
+# issue 13.7 (extend): per-block rules (sepconc/sweep/rules.py)
+SWEEP_CASES.update({
+    "search_rule_non_integer_width": sweep_case(
+        "search.frame_width.grid: scale 0.5 x of 15 gives the width 7.5, not a whole number",
+        search={"frame_width": {"scale": [0.5, 1], "of": [15]}}),
+    "search_rule_not_per_block": sweep_case(
+        "search.lr.grid: a rule ({scale, of} or {start, factor}) gives per-block lists; lr is "
+        "not a per-block option", search={"lr": {"start": [1], "factor": 2}}),
+    # issue 13.6 (extend): --extend needs the sweep to exist
+    "extend_without_a_sweep": Case(
+        "sweep s.yaml --extend", r"^error: --extend: no sweep named 's' in runs/sweeps to extend; "
+        r"run `sweep FILE` without --extend to start it$", {"s.yaml": sweep_text()}),
+})  # fmt: skip

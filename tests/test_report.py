@@ -45,7 +45,8 @@ TRIALS = [("t_00000", {"non_linearity": "relu", "frame_width": [16, 16]}, None),
           ("t_00001", {"non_linearity": "softshrink", "frame_width": [16, 16]}, None),
           ("t_00002", {"non_linearity": "relu", "frame_width": [32, 32]}, 1),
           ("t_00003", {"non_linearity": "softshrink", "frame_width": [32, 32]}, 1)]  # fmt: skip
-SWEEP_PNGS = ["metric_vs_params", "learning_curves", "layer_stats", "parallel_coordinates"]
+SWEEP_PNGS = ["metric_vs_params", "learning_curves", "layer_stats", "parallel_coordinates",
+              "importance"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 import pytest
 import yaml
@@ -159,13 +160,30 @@ def test_compare_shows_final_and_common_epoch_metric(runs, capsys):
     assert len(listed) == 4 and "val_acc1_at_epoch1" in listed[0]
 
 
+def test_compare_at_epoch_shows_every_trial_there(runs, capsys):
+    """`compare --at-epoch E` (issue 13.8): every trial's metric at E; nan where it stopped
+    before E; an epoch no trial reached is refused in one line."""
+    from sepconc.cli import main
+
+    rows = {r["trial"]: r for r in sweep_table(NAME, runs, at_epoch=3)}
+    assert rows["t0"]["val_acc1_at_epoch3"] == 80.0 and rows["t3"]["val_acc1_at_epoch3"] == 85.0
+    assert math.isnan(rows["t2"]["val_acc1_at_epoch3"])  # ASHA stopped it at epoch 1
+    assert main(["compare", NAME, "--runs-dir", str(runs), "--at-epoch", "3"]) == 0
+    assert "val_acc1_at_epoch3: val_acc1 at epoch 3 (--at-epoch)" in capsys.readouterr().out
+    assert main(["compare", NAME, "--runs-dir", str(runs), "--at-epoch", "9"]) == 2
+    assert (
+        "--at-epoch 9: no trial logged val_acc1 at epoch 9 (the furthest any reached is 4)"
+        in capsys.readouterr().err
+    )
+
+
 def test_report_figures_from_the_record(runs):
     from sepconc.report import sweep_report
 
     report = sweep_report(NAME, runs, log_artifacts=False)
     assert [p.name for p in report.files] == ["metric_vs_params.png", "learning_curves.png",
                                               "layer_stats.png", "parallel_coordinates.png",
-                                              "summary.txt"]  # fmt: skip
+                                              "importance.png", "summary.txt"]  # fmt: skip
     assert all(p.stat().st_size > 10_000 for p in report.files[:-1])
 
 

@@ -13,6 +13,9 @@ def register(sub) -> None:
         p.add_argument("--runs-dir", default="runs")
         if name == "compare":
             p.add_argument("--csv", action="store_true", help="CSV on stdout")
+            p.add_argument("--at-epoch", type=int, metavar="E",
+                           help="show every trial's metric at epoch E (default: the last "
+                                "epoch every trial reached)")  # fmt: skip
         p.set_defaults(func=run_table)
     b = sub.add_parser("best", help="top-k trials; --out writes a config `train --config` retrains")
     b.add_argument("name")
@@ -32,7 +35,7 @@ def run_table(args: argparse.Namespace) -> int:
     from sepconc.cli.tables import print_table
     from sepconc.sweep.results import sweep_table
 
-    rows = sweep_table(args.name, args.runs_dir)
+    rows = sweep_table(args.name, args.runs_dir, at_epoch=getattr(args, "at_epoch", None))
     if args.command == "status":
         keep = ("trial", "status", "epoch", "rung")
         rows = [{k: v for k, v in r.items() if k in keep or k.startswith(("final_", "best_"))}
@@ -48,7 +51,11 @@ def run_table(args: argparse.Namespace) -> int:
         if line:
             print(line)
     common = next((k for k in rows[0] if "_at_epoch" in k), None) if rows else None
-    if args.command == "compare" and not as_csv and common:
+    if args.command == "compare" and not as_csv and common and args.at_epoch is not None:
+        metric, epoch = common.rsplit("_at_epoch", 1)
+        print(f"\n{common}: {metric} at epoch {epoch} (--at-epoch); nan: the trial stopped "
+              f"before it")  # fmt: skip
+    elif args.command == "compare" and not as_csv and common:
         metric, epoch = common.rsplit("_at_epoch", 1)
         print(f"\n{common}: {metric} at epoch {epoch}, the last epoch every trial reached; "
               f"compare trials by it (final_{metric} is at each trial's own last epoch, "

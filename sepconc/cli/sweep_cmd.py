@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--name", help="sweep name (default: the file's name:)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
     p.add_argument("--runs-dir", default="runs", help="runs folder (default: ./runs)")
+    p.add_argument("--extend", action="store_true",
+                   help="add this file's trials to the existing sweep of the same name (same "
+                        "MLflow parent run; finished configurations are reused, not rerun)")  # fmt: skip
     p.set_defaults(func=run_sweep)
 
     v = sub.add_parser("validate", help="expand a sweep and build every architecture, no training")
@@ -79,7 +82,12 @@ def run_sweep(args: argparse.Namespace) -> int:
     validate_sweep(spec, build=False)
     for line in scheduler_warnings(spec):
         print(f"warning: {line}", file=sys.stderr)
-    summary = launch(spec, args.address, args.tracking_uri, args.runs_dir)
+    if args.extend:  # sepconc.sweep.extend
+        from sepconc.sweep.extend import extend
+
+        summary = extend(spec, args.address, args.tracking_uri, args.runs_dir)
+    else:
+        summary = launch(spec, args.address, args.tracking_uri, args.runs_dir)
     return _print_summary(summary, args.runs_dir)
 
 
@@ -104,6 +112,9 @@ def _print_summary(summary: dict, runs_dir: str) -> int:
         print(summary["search"])
     if summary.get("budget"):
         print(summary["budget"])
+    if "reused" in summary:  # --extend: finished configurations not run again
+        print(f"reused {len(summary['reused'])} finished trial(s) of this file, not rerun:")
+        print("\n".join(summary["reused"]) or "  (none)")
     print(
         f"compare: python launch.py compare {summary['name']}   "
         f"best: python launch.py best {summary['name']} --out best.yaml"

@@ -2,10 +2,11 @@
 
 `sweep_report(name)` writes, under `runs/sweeps/NAME/report/` unless told otherwise:
 `metric_vs_params.png`, `learning_curves.png`, `layer_stats.png`,
-`parallel_coordinates.png` (and `pareto.png` for a sweep with several objectives) and
-`summary.txt`, and logs them as artifacts (`report/`) of the
-sweep's MLflow parent run. Trials are compared at epochs they all reached, never at their
-own last epochs (`sepconc.tracking.epochs`). `run_report(run_id, uri)` writes `learning_curves.png`,
+`parallel_coordinates.png`, `importance.png` (`sepconc.report.importance`), `pareto.png`
+(a sweep with several objectives) and `summary.txt`, and logs them as artifacts
+(`report/`) of the sweep's MLflow parent run. Trials are compared at epochs they all
+reached, never at their own last epochs (`sepconc.tracking.epochs`).
+`run_report(run_id, uri)` writes `learning_curves.png`,
 `layer_stats.png` and `summary.txt` for one run and logs them to that run.
 """
 
@@ -15,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from sepconc.report import importance
 from sepconc.report.collect import collect_run, collect_sweep
 from sepconc.report.summary import format_run_summary, format_summary
 from sepconc.tracking.store import tracking_client
@@ -50,7 +52,10 @@ def sweep_report(name: str, runs_dir: str | Path = "runs", out: str | Path | Non
     metrics, modes = _objectives(name, runs_dir)
     if len(metrics) > 1:  # several objectives: their Pareto front (sepconc.sweep.pareto)
         files.append(figures.pareto(record, folder / "pareto.png", metrics, modes))
-    summary = format_summary(record, metric)
+    objectives = importance.sweep_objectives(name, runs_dir, metric)
+    ranked = importance.sweep_importance(record, objectives)
+    files.append(importance.draw(ranked, folder / "importance.png"))  # per key and objective
+    summary = format_summary(record, metric, ranked)
     files.append(_write(folder / "summary.txt", summary))
     if log_artifacts:
         _log(record.meta["tracking_uri"], record.parent_run_id, files)

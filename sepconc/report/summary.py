@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sepconc.metrics.separation import FISHER_KEY
 from sepconc.report.collect import SweepRecord, Trial, is_continuous, layers_of, ordered_values
+from sepconc.report.importance import Importance, format_lines
 
 
 @dataclass
@@ -63,8 +64,10 @@ def effect_sizes(record: SweepRecord, metric: str = "val_acc1",
     return effects
 
 
-def format_summary(record: SweepRecord, metric: str = "val_acc1") -> str:
-    """The summary printed by `launch.py report` and saved as `summary.txt`."""
+def format_summary(record: SweepRecord, metric: str = "val_acc1",
+                   importance: Importance | None = None) -> str:  # fmt: skip
+    """The summary printed by `launch.py report` and saved as `summary.txt`; with
+    `importance` (`sepconc.report.importance`), its table at the end."""
     done, failed = record.finished, record.failed
     stopped = sum(t.status == "early_stopped" for t in done)
     lines = [f"sweep {record.name}: {len(record.trials)} trials, {len(done) - stopped} completed, "
@@ -85,6 +88,8 @@ def format_summary(record: SweepRecord, metric: str = "val_acc1") -> str:
         last = layers[-1]
         lines.append(f"  {last} at epoch {best.epochs}: {_layer_line(best, last)}")
     lines += ["", *_effect_lines(record, metric)]
+    if importance is not None:
+        lines += ["", *format_lines(importance)]
     return "\n".join(lines)
 
 

@@ -153,7 +153,7 @@ def resume(name: str, mode: str | None = None, address=None, runs_dir="runs", ov
     stored = Path(runs_dir).resolve() / "sweeps" / name / "sweep.yaml"
     raw, text = read_sweep_file(stored)
     spec = spec_from_raw(raw, text, meta["overrides"], name, where=str(stored))
-    started = tune_state_exists(meta["storage"], name)
+    started = tune_state_exists(meta["storage"], meta.get("tune_name", name))  # --extend: its own
     if overrides or file:
         changed = list(overrides) if file else [*meta["overrides"], *overrides]
         if file:
@@ -167,6 +167,7 @@ def resume(name: str, mode: str | None = None, address=None, runs_dir="runs", ov
         spec, meta = new, {**meta, "overrides": changed}
     paths = sweep_paths(spec, runs_dir)
     paths.storage = meta["storage"]
+    paths.experiment = meta.get("tune_name", "")  # the latest --extend's Tune experiment
     address = address or meta.get("address")
     preflight(spec, paths, address, meta["tracking_uri"])
     start_state(paths.meta_dir, spec.budget, True, name)  # refuses a spent budget
@@ -183,9 +184,10 @@ def resume(name: str, mode: str | None = None, address=None, runs_dir="runs", ov
 
 
 def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | None,
-         fresh: bool = False):  # fmt: skip
+         fresh: bool = False, previous=()):  # fmt: skip
     """Start Ray, build or restore the Tuner and fit. `fresh`: a start that fails before
-    `fit` removes the sweep's state (its name stays free)."""
+    `fit` removes the sweep's state (its name stays free). `previous`: `--extend`'s
+    finished trials (`sepconc.sweep.extend`)."""
     import ray
 
     from sepconc.sweep.search import search_summary
@@ -195,7 +197,7 @@ def _run(spec: SweepSpec, paths: SweepPaths, meta: dict, address, resume: str | 
     fitting = False
     try:
         start_ray(address, spec, paths)
-        tuner = build_tuner(spec, paths, meta, resume)
+        tuner = build_tuner(spec, paths, meta, resume, previous)
         fitting = True
         with stdout_to_log("ray.tune.output"):  # Tune prints its banner and hints: to the log
             results = tuner.fit()

@@ -21,6 +21,12 @@ class SweepPaths:
     runs_dir: Path
     name: str
     storage: str  # absolute local path or a URI such as s3://bucket/prefix
+    experiment: str = ""  # Tune experiment `<name>-ext<k>` after --extend (tune_name)
+
+    @property
+    def tune_name(self) -> str:
+        """The folder of the sweep's current Tune experiment under `<storage>/tune`."""
+        return self.experiment or self.name
 
     @property
     def meta_dir(self) -> Path:

@@ -21,6 +21,7 @@ from sepconc.sweep.reproduce import NOT_EXPORTED, run_settings
 from sepconc.sweep.spec import load_sweep
 from sepconc.tracking.epochs import common_epoch
 from sepconc.tracking.read import (
+    check_epoch,
     fetch_histories,
     load_run,
     mode_for,
@@ -65,7 +66,7 @@ def metric_mode(name: str, metric: str, runs_dir: str | Path = "runs") -> str:
 
 
 def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = None,
-                mode: str | None = None) -> list[dict]:  # fmt: skip
+                mode: str | None = None, at_epoch: int | None = None) -> list[dict]:  # fmt: skip
     """One row per trial: id, status, epoch, rung, the params that vary, then the metric.
 
     The varying params are `read.varying_params` (the one rule `report` uses too), their
@@ -75,7 +76,8 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
     the trial's own last epoch (`epoch`), `best_<metric>` (`read.score`: the trainer's
     `best_<metric>` where it logs one, val_acc1, else the best of the history), and the
     last block's Fisher ratio, within-class share and NCM accuracy (%) at the trial's last
-    epoch. `metric` defaults to the sweep's own, `mode` to `metric_mode`; rows are ranked
+    epoch. `at_epoch` (`compare --at-epoch E`) replaces the common epoch by E (a trial that
+    stopped before E shows NaN). `metric` defaults to the sweep's own, `mode` to `metric_mode`; rows are ranked
     best first (`read.rank`, as `best` and `report` rank). [] before the first trial.
     """
     if metric is None:
@@ -87,6 +89,9 @@ def sweep_table(name: str, runs_dir: str | Path = "runs", metric: str | None = N
     varying = varying_params(trials)
     common = common_epoch([t.history[metric] for t in trials if not t.failed])
     costs = [k for k in COST_KEYS if any(k in t.last for t in trials)]  # same columns every row
+    if at_epoch is not None:  # `compare --at-epoch E`: every trial at E (nan: stopped before)
+        check_epoch(trials, metric, at_epoch)
+        common = at_epoch
     rows = []
     for trial in rank(trials, metric, mode):
         row: dict[str, Any] = {"trial": trial.name, "status": trial.status,

@@ -50,6 +50,50 @@ def tune_num_samples(spec: SweepSpec) -> int:
     return spec.samples if spec.searcher.get("type", "random") in MODEL_BASED else 1
 
 
+def remaining_trials(spec: SweepSpec, previous=()) -> list[dict[str, Any]]:
+    """The trials of `spec` (grid x `samples`, drawn entries from `random.Random(0)`)
+    without those whose resolved config equals another's or a `previous` one's
+    (`[(params, result)]`, `sepconc.sweep.extend.previous_trials`). Stand-in for issue
+    13.7's `planned_trials(spec, previous)` until it lands."""
+    import random
+
+    rng = random.Random(0)
+    grids = {k: e["grid"] for k, e in spec.search.items() if "grid" in e}
+    seen = {config_identity(spec, p) for p, _ in previous}
+    out = []
+    for _ in range(spec.samples):
+        for combo in itertools.product(*grids.values()):
+            params = dict(zip(grids, combo, strict=True))
+            for key, entry in spec.search.items():
+                kind, args = next(iter(entry.items()))
+                if kind == "choice":
+                    params[key] = rng.choice(args)
+                elif kind == "randint":
+                    params[key] = rng.randint(args[0], args[1])
+                elif kind in ("uniform", "loguniform"):
+                    low, high = args
+                    params[key] = (rng.uniform(low, high) if kind == "uniform" else
+                                   low * (high / low) ** rng.random())  # fmt: skip
+            if "seed" not in spec.base and "seed" not in spec.search and spec.samples > 1:
+                params["seed"] = rng.randint(0, 2**31 - 1)
+            key = config_identity(spec, params)
+            if key not in seen:
+                seen.add(key)
+                out.append(params)
+    return out
+
+
+def config_identity(spec: SweepSpec, params: dict[str, Any]) -> str:
+    """Equal for two trials of `spec` with the same resolved training config."""
+    from sepconc.errors import UserError
+
+    try:
+        flat = Config.from_flat(trial_flat_config(spec, params)).to_flat()
+    except UserError:
+        flat = params
+    return repr(sorted(flat.items()))
+
+
 def trial_count(spec: SweepSpec) -> int:
     """Trials the sweep runs: the distinct planned ones (random/grid), the budget (tpe/nsga2)."""
     if spec.searcher.get("type", "random") in MODEL_BASED:

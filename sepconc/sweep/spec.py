@@ -43,7 +43,7 @@ import yaml
 
 from sepconc.config import Config, suggest
 from sepconc.errors import UserError
-from sepconc.sweep import space
+from sepconc.sweep import rules, space
 from sepconc.sweep.constraints import parse_constraints
 from sepconc.sweep.objectives import parse_objectives
 from sepconc.sweep.search import parse_searcher
@@ -290,6 +290,9 @@ def _search_entry(key: str, value, spec: SweepSpec, where: str, known: set[str])
     path = f"search.{key}"
     if key not in FIELD_SECTION:
         return None, [f"{where}: unknown parameter '{path}'{suggest(key, FIELD_SECTION)}"]
+    value, problem = rules.search_entry(key, value, f"{where}: {path}")  # per-block rules
+    if problem:
+        return None, [problem]
     if not isinstance(value, dict) or len(value) != 1:
         return None, [f"{where}: {path} must be one of {{grid|choice|uniform|loguniform|"
                       f"randint: [...]}}, got {value!r}"]  # fmt: skip

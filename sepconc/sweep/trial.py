@@ -126,6 +126,7 @@ def _child_run(target: dict[str, Any], trial_id: str, wait_s: float) -> str | No
 def trial_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> dict:
     """The flat training config of a trial: base + sampled params + the sweep's run settings."""
     from sepconc.sweep.reproduce import run_settings
+    from sepconc.sweep.rules import resolve_per_block
 
     params = tune_config["params"]
     run = run_settings(sweep["base"], params, sweep["workers"], sweep["gpus_per_worker"])
@@ -135,7 +136,7 @@ def trial_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str
                 out=str(Path(sweep["trials_dir"]) / trial_id) if sweep["trials_dir"] else None)  # fmt: skip
     if sweep.get("cache_dir") and not flat.get("cache_dir"):
         flat["cache_dir"] = sweep["cache_dir"]  # trials share the front-end cache <storage>/cache
-    return flat
+    return resolve_per_block(flat)  # per-block rules' `{start, factor}` (sweep.rules)
 
 
 def run_in_trial_process(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from sepconc.sweep.rules import resolve_per_block
+
 if TYPE_CHECKING:
     from sepconc.sweep.spec import SweepSpec
 
@@ -35,4 +37,4 @@ def trial_flat_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]
                 checkpoint_every=spec.checkpoint.get("every", 1),
                 checkpoint_keep=spec.checkpoint.get("keep", 2))  # fmt: skip
     flat.setdefault("seed", 0)
-    return flat
+    return resolve_per_block(flat)  # per-block rules' `{start, factor}` (sepconc.sweep.rules)

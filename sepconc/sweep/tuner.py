@@ -10,10 +10,12 @@ from sepconc.sweep.paths import SweepPaths
 from sepconc.sweep.spec import SweepSpec
 
 
-def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | None):
+def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | None,
+                previous=()):  # fmt: skip
     """The Tuner of a sweep: restored from its Tune state when `resume` (`"unfinished"`,
     `"retry"` or `"restart"`: errored trials continued or started over), else new.
-    Needs a started Ray (`driver.start_ray`)."""
+    `previous`: finished trials of the sweep being extended (`sepconc.sweep.extend`), not
+    run again. Needs a started Ray (`driver.start_ray`)."""
     from ray import tune
 
     from sepconc.sweep.trial import run_trial
@@ -33,10 +35,10 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | No
     trainable = tune.with_parameters(run_trial, sweep=fixed)
     trainable = tune.with_resources(trainable, trial_resources(spec))
     if resume:
-        return tune.Tuner.restore(paths.under("tune", spec.name), trainable,
+        return tune.Tuner.restore(paths.under("tune", paths.tune_name), trainable,
                                   resume_errored=resume == "retry",
                                   restart_errored=resume == "restart")  # fmt: skip
-    return _new_tuner(spec, paths, meta, trainable, fixed)
+    return _new_tuner(spec, paths, meta, trainable, fixed, previous)
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
@@ -52,7 +54,8 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
     return {"CPU": 0, "memory": 1}
 
 
-def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed: dict):
+def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed: dict,
+               previous=()):  # fmt: skip
     from ray import tune
 
     from sepconc.sweep.budget_scheduler import BudgetScheduler
@@ -80,17 +83,17 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
                                             list(sched["mutations"])))  # fmt: skip
     # PBT clones other trials' checkpoints: keep a few more (Ray warns at <= 2)
     keep = max(spec.checkpoint["keep"], 4) if sched["type"] == "pbt" else spec.checkpoint["keep"]
-    search_alg = build_search_alg(spec)
+    search_alg = build_search_alg(spec, previous)  # --extend: seeded with finished trials
     tuner = tune.Tuner(
         trainable,
-        param_space=with_mutations(spec, tune_param_space(spec)),
+        param_space=with_mutations(spec, tune_param_space(spec, previous)),  # --extend: new only
         # the scheduler ranks by the first objective; a tpe/nsga2 searcher gets them all
         tune_config=tune.TuneConfig(metric=spec.metrics[0], mode=spec.modes[0],
                                     scheduler=scheduler, search_alg=search_alg,
                                     num_samples=tune_num_samples(spec),
                                     max_concurrent_trials=concurrent,
                                     trial_dirname_creator=lambda t: t.trial_id),
-        run_config=tune.RunConfig(name=spec.name, storage_path=paths.under("tune"),
+        run_config=tune.RunConfig(name=paths.tune_name, storage_path=paths.under("tune"),
                                   callbacks=callbacks, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=in_process_retries),
                                   # 1-worker trials' checkpoints in Tune's storage: newest N too

@@ -213,3 +213,13 @@ def best_trial(trials: list[Trial], metric: str, mode: str = "max") -> Trial | N
     """The first non-failed trial of `rank` that has a value (None when no trial has one)."""
     ranked = [t for t in rank(trials, metric, mode) if not t.failed]
     return ranked[0] if ranked and not math.isnan(score(ranked[0], metric, mode)) else None
+
+
+def check_epoch(trials: list[Trial], metric: str, epoch: int) -> int:
+    """How many of `trials` (histories of `metric` fetched) logged `metric` at `epoch`
+    (`compare --at-epoch`); a one-line `UserError` when `epoch` < 1 or none reached it."""
+    furthest = max((s for t in trials for s, _ in t.history.get(metric, [])), default=0)
+    if epoch < 1 or epoch > furthest:
+        raise UserError(f"--at-epoch {epoch}: no trial logged {metric} at epoch {epoch} (the "
+                        f"furthest any reached is {furthest}); choose 1..{max(furthest, 1)}")  # fmt: skip
+    return sum(not math.isnan(t.at(metric, epoch)) for t in trials)
