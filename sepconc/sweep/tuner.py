@@ -16,9 +16,11 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | No
     Needs a started Ray (`driver.start_ray`)."""
     from ray import tune
 
+    from sepconc.sweep.local_workers import trial_launcher
     from sepconc.sweep.trial import run_trial
 
-    fixed = {"base": spec.base, "workers": spec.workers, "cpus_per_worker": spec.cpus_per_worker,
+    fixed = {"launcher": trial_launcher(spec),  # process | local | ray_train: trial.py
+             "base": spec.base, "workers": spec.workers, "cpus_per_worker": spec.cpus_per_worker,
              "gpus_per_worker": spec.gpus_per_worker, "max_retries": spec.max_retries,
              "checkpoint_every": spec.checkpoint["every"],
              "checkpoint_keep": spec.checkpoint["keep"],
@@ -31,7 +33,7 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | No
                                 "sweep": spec.name}
              if spec.tracking.get("system_metrics") else None}  # fmt: skip
     trainable = tune.with_parameters(run_trial, sweep=fixed)
-    trainable = tune.with_resources(trainable, trial_resources(spec))
+    trainable = tune.with_resources(trainable, trial_resources(spec, fixed["launcher"]))
     if resume:
         return tune.Tuner.restore(paths.under("tune", spec.name), trainable,
                                   resume_errored=resume == "retry",
@@ -39,17 +41,12 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | No
     return _new_tuner(spec, paths, meta, trainable, fixed)
 
 
-def trial_resources(spec: SweepSpec) -> dict[str, float]:
-    """What Tune reserves for a trial's own process.
+def trial_resources(spec: SweepSpec, launcher: str | None = None) -> dict[str, float]:
+    """What Tune reserves for a trial's own process (`local_workers.trial_resources_for`;
+    `launcher` default: `local_workers.trial_launcher(spec)`)."""
+    from sepconc.sweep.local_workers import trial_launcher, trial_resources_for
 
-    A multi-worker trial only supervises (its Train workers hold the CPUs/GPUs), so it
-    reserves a token amount of memory; a 1-worker trial trains in that process and
-    reserves the worker's resources.
-    """
-    if spec.workers == 1:
-        gpus = spec.gpus_per_worker
-        return {"CPU": spec.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
-    return {"CPU": 0, "memory": 1}
+    return trial_resources_for(spec, launcher or trial_launcher(spec))
 
 
 def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed: dict):
@@ -57,6 +54,7 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from sepconc.sweep.callbacks import MlflowSweepCallback, ProgressCallback
+    from sepconc.sweep.report_latency import report_latency_callbacks
     from sepconc.sweep.space import trial_count, tune_param_space
 
     sched = spec.scheduler
@@ -66,19 +64,23 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
                                   grace_period=sched["grace_period"],
                                   reduction_factor=sched["reduction_factor"])  # fmt: skip
     concurrent = spec.resources.get("max_concurrent_trials")
-    # Train retries multi-worker trials itself; a 1-worker trial runs in Tune's process: Tune retries.
-    in_process_retries = spec.max_retries if spec.workers == 1 else 0
+    # Ray Train retries its trials' workers itself; Tune retries the others (trial.py).
+    in_process_retries = spec.max_retries if fixed["launcher"] != "ray_train" else 0
     callbacks = [
         MlflowSweepCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
                             spec.name, spec.base, spec.epochs, sched, spec.workers,
                             spec.gpus_per_worker, fixed),
         ProgressCallback(spec.metric, trial_count(spec), spec.epochs, sched),
+        *report_latency_callbacks(),  # SEPCONC_REPORT_LOG (benchmarks)
     ]  # fmt: skip
     return tune.Tuner(
         trainable,
         param_space=tune_param_space(spec),
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler,
                                     num_samples=spec.samples, max_concurrent_trials=concurrent,
+                                    # a finished trial's process (and its warm forkserver:
+                                    # local_workers) starts the next trial: no start-up
+                                    reuse_actors=True,
                                     trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(name=spec.name, storage_path=paths.under("tune"),
                                   callbacks=callbacks, verbose=0,
