@@ -128,6 +128,7 @@ def run_local_workers(train_fn, flat: dict, trial_id: str, sweep: dict[str, Any]
         job = {"size": workers, "device_type": "cuda" if cuda else "cpu",
                "init": f"file://{scratch}/store", "threads": max(1, int(sweep["cpus_per_worker"])),
                "flat": flat, "trial_id": trial_id, "restored": str(restored) if restored else None,
+               "origin": getattr(checkpoint, "path", None),
                "reports": str(scratch), "verbose": log.isEnabledFor(logging.DEBUG),
                "train_fn": train_fn, "nodes": nodes}  # fmt: skip
         for rank in range(workers):
@@ -264,7 +265,8 @@ def worker_main(rank: int, job: dict[str, Any], conn) -> None:
                job["verbose"])  # fmt: skip
     finished = False
     try:
-        checkpoint = LocalCheckpoint(job["restored"]) if job["restored"] else None
+        restored = job["restored"]
+        checkpoint = LocalCheckpoint(restored, job["origin"]) if restored else None
         send = PipeReport(conn) if rank == 0 else _ignore
         job["train_fn"](dict(job["flat"]), job["trial_id"], checkpoint, send, ReportFolder,
                         reports_dir=Path(job["reports"]), nodes=job["nodes"])  # fmt: skip
@@ -306,13 +308,14 @@ class ReportFolder:
 
 
 class LocalCheckpoint:
-    """Tune's checkpoint as the trial process fetched it: `to_directory` copies it."""
+    """Tune's checkpoint as the trial process fetched it: `to_directory` copies that local
+    copy; `path` is Tune's own (whose folder names the trial it came from: PBT)."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, copy: str, path: str | None = None):
+        self.copy, self.path = copy, path or copy
 
     def to_directory(self, path: str) -> str:
-        shutil.copytree(self.path, path)
+        shutil.copytree(self.copy, path)
         return path
 
 
