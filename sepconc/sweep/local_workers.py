@@ -147,6 +147,10 @@ def run_local_workers(train_fn, flat: dict, trial_id: str, sweep: dict[str, Any]
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+# A worker's exception that is the trial's failure itself, raised again as that type.
+CAUSES = ("UserError", "TrainingDiverged")
+
+
 class WorkerFailed(RuntimeError):
     """A local DDP worker of a trial failed (killed, crashed, or raised)."""
 
@@ -228,10 +232,16 @@ def _raise(errors: dict, finished: set, procs) -> None:
     error (its peers then fail in a collective), else the first worker's error."""
     from sepconc.loop import TrainingDiverged
 
+    if errors and not any(kind in CAUSES for kind, _, _ in errors.values()):
+        # A peer's error ("Connection closed by peer") can arrive before the exit of the
+        # rank that caused it (the forkserver reports exits): give that a moment.
+        others = [p.sentinel for r, p in enumerate(procs) if r not in errors and p.exitcode is None]
+        if others:
+            wait(others, timeout=2.0)
     codes = [p.exitcode for p in procs]  # before ours: _end kills the rest
     _end(procs)
     for kind, message, _ in (errors[r] for r in sorted(errors)):
-        if kind in ("UserError", "TrainingDiverged"):
+        if kind in CAUSES:
             raise (UserError if kind == "UserError" else TrainingDiverged)(message)
     for rank, code in enumerate(codes):
         if code is not None and rank not in errors and rank not in finished:
