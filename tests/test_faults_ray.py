@@ -64,7 +64,7 @@ class Driver:
             self.proc = start("sweep", *args, env={**env(), **(extra_env or {})}, stdout=out,
                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.procs: dict[int, str] = {}
-        self.workers: dict[int, str] = {}  # every Ray Train worker seen alive
+        self.workers: dict[int, str] = {}  # every DDP worker seen alive: pid -> kind
 
     def poll(self) -> int | None:
         self.procs.update(descendants(self.proc.pid))
@@ -99,10 +99,14 @@ class Driver:
 
 
 def train_workers(procs: dict[int, str]) -> dict[int, str]:
-    """{pid: command line} of the live DDP workers among `procs`: Ray Train's actors
-    (`RayTrainWorker`) or a trial's local workers (named `sepconc-rankN`)."""
-    return {pid: cmd for pid, cmd in alive(procs).items()
-            if "RayTrainWorker" in cmd or comm(pid).startswith("sepconc-rank")}  # fmt: skip
+    """{pid: kind} of the live DDP workers among `procs`: Ray Train's actors
+    (`RayTrainWorker`) or a trial's local workers (their name, `sepconc-rankN`)."""
+    found = {}
+    for pid, cmd in alive(procs).items():
+        name = comm(pid)
+        if "RayTrainWorker" in cmd or name.startswith("sepconc-rank"):
+            found[pid] = "RayTrainWorker" if "RayTrainWorker" in cmd else name
+    return found
 
 
 def comm(pid: int) -> str:

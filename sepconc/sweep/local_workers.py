@@ -113,8 +113,6 @@ def run_local_workers(train_fn, flat: dict, trial_id: str, sweep: dict[str, Any]
 
     Raises the workers' `UserError`/`TrainingDiverged`, or `WorkerFailed` for any other
     failure; `SystemExit` from `report` (Tune stopping the trial) kills the workers."""
-    import torch
-
     ctx = _forkserver()
     scratch = Path(tempfile.mkdtemp(prefix="sepconc-trial-"))
     procs, readers = [], []
@@ -124,7 +122,7 @@ def run_local_workers(train_fn, flat: dict, trial_id: str, sweep: dict[str, Any]
             restored = scratch / "restored"
             checkpoint.to_directory(str(restored))
         workers = sweep["workers"]
-        cuda = sweep["gpus_per_worker"] > 0 and torch.cuda.is_available()
+        cuda = flat.get("device") == "cuda"  # resolved (`run_settings`): GPUs Ray gave the trial
         job = {"size": workers, "device_type": "cuda" if cuda else "cpu",
                "init": f"file://{scratch}/store", "threads": max(1, int(sweep["cpus_per_worker"])),
                "flat": flat, "trial_id": trial_id, "restored": str(restored) if restored else None,
