@@ -63,9 +63,21 @@ def run_trial(tune_config: dict[str, Any], sweep: dict[str, Any]) -> None:
     with system_metrics(sweep.get("system_metrics"), trial_id):
         if sweep["workers"] == 1:
             return run_in_trial_process(tune_config, sweep, trial_id)
-        if sweep.get("launcher") == "local":
+        if sweep.get("launcher") == "local" and _holds_all_workers(sweep):
             return run_local_trial(tune_config, sweep, trial_id)
         _fit_trainer(tune_config, sweep, trial_id)
+
+
+def _holds_all_workers(sweep: dict[str, Any]) -> bool:
+    """Whether Tune reserved every worker's CPUs for this trial (a trial of a sweep started
+    before local workers existed, restored with its old reservation, does not)."""
+    import ray.tune
+
+    try:
+        held = ray.tune.get_context().get_trial_resources().required_resources
+    except Exception:  # no reservation known: trust the driver's choice
+        return True
+    return held.get("CPU", 0) >= sweep["workers"] * sweep["cpus_per_worker"]
 
 
 def _fit_trainer(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> None:
@@ -74,8 +86,7 @@ def _fit_trainer(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: s
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    flat = trial_flat(tune_config, sweep, trial_id)
-    flat["restart"] = sweep.get("restart_errored", False)
+    flat = _attempt_flat(tune_config, sweep, trial_id)
     gpus = sweep["gpus_per_worker"]
     resources = {"CPU": sweep["cpus_per_worker"], **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
@@ -154,17 +165,19 @@ def trial_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str
     return flat
 
 
+def _attempt_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> dict:
+    """`trial_flat` plus `restart` (resume --restart-errored: see `train_with_reporter`)."""
+    return {**trial_flat(tune_config, sweep, trial_id),
+            "restart": sweep.get("restart_errored", False)}  # fmt: skip
+
+
 def run_in_trial_process(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> None:
-    """A 1-worker trial trains in the Tune trial process itself: no Train worker group to start
-    (~10 s per trial saved), reports go straight to Tune (`ray.tune.report`), and a retried or
-    resumed trial continues from `ray.tune.get_checkpoint()`. Tune holds the worker's resources.
-    """
+    """A 1-worker trial trains in the Tune trial process itself: no worker to start, reports
+    go straight to Tune (`ray.tune.report`), and a retried or resumed trial continues from
+    `ray.tune.get_checkpoint()`. Tune holds the worker's resources."""
     import ray.tune
 
-    flat = {
-        **trial_flat(tune_config, sweep, trial_id),
-        "restart": sweep.get("restart_errored", False),
-    }
+    flat = _attempt_flat(tune_config, sweep, trial_id)
     train_with_reporter(flat, trial_id, ray.tune.get_checkpoint(), ray.tune.report,
                         ray.tune.Checkpoint)  # fmt: skip
 
@@ -177,10 +190,7 @@ def run_local_trial(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id
 
     from sepconc.sweep.local_workers import run_local_workers
 
-    flat = {
-        **trial_flat(tune_config, sweep, trial_id),
-        "restart": sweep.get("restart_errored", False),
-    }
+    flat = _attempt_flat(tune_config, sweep, trial_id)
     nodes = ",".join([ray.util.get_node_ip_address()] * sweep["workers"])
     run_local_workers(train_with_reporter, flat, trial_id, sweep, ray.tune.get_checkpoint(),
                       ray.tune.report, ray.tune.Checkpoint, nodes)  # fmt: skip
