@@ -79,8 +79,10 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler,
                                     num_samples=spec.samples, max_concurrent_trials=concurrent,
                                     # a finished trial's process (and its warm forkserver:
-                                    # local_workers) starts the next trial: no start-up
-                                    reuse_actors=True,
+                                    # local_workers) starts the next trial: no start-up. Not
+                                    # with Ray Train: its fit() ignores Tune's stop (a reset
+                                    # would wait on a stopped trial's workers forever)
+                                    reuse_actors=fixed["launcher"] != "ray_train",
                                     trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(name=spec.name, storage_path=paths.under("tune"),
                                   callbacks=callbacks, verbose=0,
