@@ -10,10 +10,13 @@ Tune calls `run_trial(tune_config)` in a trial process. How its workers run depe
   all their CPUs/GPUs and runs them as local DDP processes forked from a forkserver that
   imported torch once (`sepconc.sweep.local_workers`): start-up in seconds, each report
   relayed to Tune as soon as rank 0 has it; Tune retries a failed trial (`max_retries`).
+  In both cases Tune reuses the trial process for the next trial (`reuse_actors`): a
+  stopped trial ends in `ray.tune.report` (`SystemExit`), its workers are killed.
 - **N workers that do not fit on one node**, or `SEPCONC_TRIAL_LAUNCHER=ray_train`:
   a Ray Train (V2) `TorchTrainer` (`_fit_trainer`, gloo on CPU, NCCL on GPU) whose loop
   is `worker_loop`; Train retries failed workers itself (`max_retries`) and Tune's
-  `TuneReportCallback` forwards rank 0's reports. Its worker group costs ~15 s a trial.
+  `TuneReportCallback` forwards rank 0's reports. Its worker group costs ~15 s a trial,
+  and its trial process is not reused (`fit()` does not see Tune's stop: Tune ends it).
 
 Every epoch rank 0 reports its metrics to Tune (with the checkpoint it wrote attached;
 on Ray Train every rank calls `ray.train.report`, as Train requires), stamped
