@@ -10,12 +10,19 @@ Public API for researchers:
 """
 
 from sepconc.config import Config, DataConfig, ModelConfig, OptimConfig, RunConfig
-from sepconc.frames import parseval_step
-from sepconc.model import build_model, plan_model
 
 
 def __getattr__(name: str):
-    # Heavy pieces import lazily so `import sepconc` stays quick.
+    # Heavy pieces import lazily so `import sepconc` stays quick and torch-free: a sweep
+    # trial's process imports `sepconc.sweep.trial` before it starts its workers.
+    if name == "parseval_step":
+        from sepconc.frames import parseval_step
+
+        return parseval_step
+    if name in ("build_model", "plan_model"):
+        from sepconc import model
+
+        return getattr(model, name)
     if name == "PhaseScattering2D":
         from sepconc.scattering import PhaseScattering2D
 

@@ -149,22 +149,37 @@ def _verbose() -> bool:
     return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
-def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args, reraise,
-           verbose: bool = False) -> None:  # fmt: skip
+def join_group(rank: int, size: int, device_type: str, init: str, threads: int,
+               verbose: bool = False) -> None:  # fmt: skip
+    """Make this fresh process rank `rank` of a `size`-process group (gloo, or NCCL on
+    `cuda:rank`) joined through `init` (a `file://` or `tcp://` URL), with `threads`
+    intra-op threads and the command line's logging (`verbose`: DEBUG); ranks > 0 only warn.
+    """
     os.environ["LOCAL_RANK"] = str(rank)
-    # A spawned process starts with no logging config: the command line's (sepconc's own
-    # lines on the terminal, libraries' filtered out unless verbose); ranks > 0 only warn.
+    # A spawned or forked process starts with no logging config: the command line's
+    # (sepconc's own lines on the terminal, libraries' filtered out unless verbose).
     from sepconc.logs import setup_logging
 
     setup_logging(verbose)
     if rank:
         logging.getLogger().setLevel(logging.WARNING)
-    backend = backend_for(device_type, nprocs)
     if device_type == "cuda":  # ranks share the GPUs when there are fewer (`choose_device`)
         torch.cuda.set_device(rank % torch.cuda.device_count())
-    threads = max(1, (os.cpu_count() or 1) // nprocs)
     torch.set_num_threads(threads)
-    dist.init_process_group(backend, init_method=init, rank=rank, world_size=nprocs)
+    # all `size` ranks run on this node (local DDP): NCCL only if each has its own GPU
+    dist.init_process_group(backend_for(device_type, size), init_method=init, rank=rank,
+                            world_size=size)  # fmt: skip
+
+
+def leave_group() -> None:
+    """Tear down this process's group, if any (after every rank has met: `barrier`)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args, reraise,
+           verbose: bool = False) -> None:  # fmt: skip
+    join_group(rank, nprocs, device_type, init, max(1, (os.cpu_count() or 1) // nprocs), verbose)
     try:
         try:
             result = fn(*args)
@@ -185,4 +200,4 @@ def _child(rank: int, nprocs: int, device_type: str, init: str, fn, args, rerais
         with open(_finished_marker(init, rank), "w"):
             pass
     finally:
-        dist.destroy_process_group()
+        leave_group()

@@ -4,11 +4,13 @@ Each test runs `launch.py sweep` (embedded Ray, 2-worker gloo DDP trials on CPU,
 `synthetic` set) as a subprocess in its own process group, remembers every process
 below it, and ends only those. The README's "What survives a failure" promises:
 
-- **a DDP worker dies**: one `ray::RayTrainWorker` of a running trial is SIGKILLed
-  mid-epoch (after epoch 1 reached MLflow, before the last epoch); Ray Train starts new
-  workers from the last checkpoint, the trial keeps its one MLflow run with `val_acc1` at
-  steps 1..E exactly once, and its final metrics equal an uninterrupted `launch.py train`
-  with the same config and seed (see `test_killed_worker_...` for the tolerance);
+- **a DDP worker dies**: one DDP worker of a running trial (a local worker process,
+  `/proc/PID/comm` `sepconc-rankN`: the trial fits on this machine) is SIGKILLed mid-epoch
+  (after epoch 1 reached MLflow, before the last epoch); the trial fails that attempt and
+  Tune retries it from the last checkpoint with new workers, the trial keeps its one MLflow
+  run with `val_acc1` at steps 1..E exactly once, and its final metrics equal an
+  uninterrupted `launch.py train` with the same config and seed (see
+  `test_killed_worker_...` for the tolerance);
 - **the loss becomes NaN**: in a grid over lr with an absurd lr (1e8, NaN within epoch 1)
   that trial is marked `failed` with `loss became nan at epoch 1`, the next trial still
   runs, the driver exits 1 and its summary counts the error;
@@ -62,7 +64,7 @@ class Driver:
             self.proc = start("sweep", *args, env={**env(), **(extra_env or {})}, stdout=out,
                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.procs: dict[int, str] = {}
-        self.workers: dict[int, str] = {}  # every Ray Train worker seen alive
+        self.workers: dict[int, str] = {}  # every DDP worker seen alive: pid -> kind
 
     def poll(self) -> int | None:
         self.procs.update(descendants(self.proc.pid))
@@ -97,8 +99,22 @@ class Driver:
 
 
 def train_workers(procs: dict[int, str]) -> dict[int, str]:
-    """{pid: command line} of the live Ray Train workers among `procs`."""
-    return {pid: cmd for pid, cmd in alive(procs).items() if "RayTrainWorker" in cmd}
+    """{pid: kind} of the live DDP workers among `procs`: Ray Train's actors
+    (`RayTrainWorker`) or a trial's local workers (their name, `sepconc-rankN`)."""
+    found = {}
+    for pid, cmd in alive(procs).items():
+        name = comm(pid)
+        if "RayTrainWorker" in cmd or name.startswith("sepconc-rank"):
+            found[pid] = "RayTrainWorker" if "RayTrainWorker" in cmd else name
+    return found
+
+
+def comm(pid: int) -> str:
+    """The process's name (`/proc/PID/comm`), '' once it has gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def jsonl(path: Path) -> list[dict]:

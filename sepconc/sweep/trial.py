@@ -1,18 +1,35 @@
-"""One sweep trial: a Tune function trainable that runs a Ray Train `TorchTrainer`.
+"""One sweep trial: a Tune function trainable that trains `sepconc.train` in 1..N DDP workers.
 
-Tune calls `run_trial(tune_config)` in a trial actor; it builds a TorchTrainer
-(Ray Train V2) with `workers_per_trial` DDP workers (gloo on CPU, NCCL on GPU)
-whose loop is `sepconc.train`. Every epoch every rank calls `ray.train.report`
-(rank 0 attaches the checkpoint) and Tune's `TuneReportCallback` forwards rank
-0's metrics to the scheduler, whose time axis is the reported `epoch`.
+Tune calls `run_trial(tune_config)` in a trial process. How its workers run depends on
+`workers_per_trial` and on where they fit (`sweep["launcher"]`, chosen by the driver:
+`sepconc.sweep.local_workers.choose_launcher`):
 
-The Train run's name is derived from the trial id, so a retried or resumed trial
-finds its own checkpoints in storage. With local storage a trial also has its own
-run folder `<storage>/trials/<sweep>/<id>/`, written before each report reaches the
-driver, so after the driver was killed it can be ahead of what Tune restores: a
-(re)started trial continues from the newer of the two (`trial_resume`), and first
-re-reports the epochs Tune may not have received (`RayReporter`, replayed epochs), so
-the driver's MLflow callback logs every epoch once.
+- **1 worker**: it trains in the trial process itself (`run_in_trial_process`); Tune
+  holds the worker's resources and retries a failed trial (`max_retries`).
+- **N workers that fit on one node** (`local`, the default): the trial process reserves
+  all their CPUs/GPUs and runs them as local DDP processes forked from a forkserver that
+  imported torch once (`sepconc.sweep.local_workers`): start-up in seconds, each report
+  relayed to Tune as soon as rank 0 has it; Tune retries a failed trial (`max_retries`).
+  In both cases Tune reuses the trial process for the next trial (`reuse_actors`): a
+  stopped trial ends in `ray.tune.report` (`SystemExit`), its workers are killed.
+- **N workers that do not fit on one node**, or `SEPCONC_TRIAL_LAUNCHER=ray_train`:
+  a Ray Train (V2) `TorchTrainer` (`_fit_trainer`, gloo on CPU, NCCL on GPU) whose loop
+  is `worker_loop`; Train retries failed workers itself (`max_retries`) and Tune's
+  `TuneReportCallback` forwards rank 0's reports. Its worker group costs ~15 s a trial,
+  and its trial process is not reused (`fit()` does not see Tune's stop: Tune ends it).
+
+Every epoch rank 0 reports its metrics to Tune (with the checkpoint it wrote attached;
+on Ray Train every rank calls `ray.train.report`, as Train requires), stamped
+`sepconc_epoch_end` (`sepconc.sweep.report_latency`); Tune's scheduler's time axis is
+the reported `epoch`.
+
+A trial's checkpoints: Tune's (or the Train run's, named from the trial id) storage
+holds what was reported, so a retried or resumed trial finds its own checkpoints. With
+local storage a trial also has its own run folder `<storage>/trials/<sweep>/<id>/`,
+written before each report reaches the driver, so after the driver was killed it can be
+ahead of what Tune restores: a (re)started trial continues from the newer of the two
+(`trial_resume`), and first re-reports the epochs Tune may not have received
+(`RayReporter`, replayed epochs), so the driver's MLflow callback logs every epoch once.
 
 Tracking: a trial trains with `tracking: false`, i.e. `sepconc.tracking.tracker.NoTracker`.
 The driver's `MlflowSweepCallback` records every trial as a child run of the sweep from
@@ -49,7 +66,21 @@ def run_trial(tune_config: dict[str, Any], sweep: dict[str, Any]) -> None:
     with system_metrics(sweep.get("system_metrics"), trial_id):
         if sweep["workers"] == 1:
             return run_in_trial_process(tune_config, sweep, trial_id)
+        if sweep.get("launcher") == "local" and _holds_all_workers(sweep):
+            return run_local_trial(tune_config, sweep, trial_id)
         _fit_trainer(tune_config, sweep, trial_id)
+
+
+def _holds_all_workers(sweep: dict[str, Any]) -> bool:
+    """Whether Tune reserved every worker's CPUs for this trial (a trial of a sweep started
+    before local workers existed, restored with its old reservation, does not)."""
+    import ray.tune
+
+    try:
+        held = ray.tune.get_context().get_trial_resources().required_resources
+    except Exception:  # no reservation known: trust the driver's choice
+        return True
+    return held.get("CPU", 0) >= sweep["workers"] * sweep["cpus_per_worker"]
 
 
 def _fit_trainer(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> None:
@@ -58,8 +89,7 @@ def _fit_trainer(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: s
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    flat = trial_flat(tune_config, sweep, trial_id)
-    flat["restart"] = sweep.get("restart_errored", False)
+    flat = _attempt_flat(tune_config, sweep, trial_id)
     gpus = sweep["gpus_per_worker"]
     resources = {"CPU": sweep["cpus_per_worker"], **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
@@ -139,32 +169,54 @@ def trial_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str
     return resolve_per_block(flat)  # per-block rules' `{start, factor}` (sweep.rules)
 
 
+def _attempt_flat(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> dict:
+    """`trial_flat` plus `restart` (resume --restart-errored: see `train_with_reporter`)."""
+    return {**trial_flat(tune_config, sweep, trial_id),
+            "restart": sweep.get("restart_errored", False)}  # fmt: skip
+
+
 def run_in_trial_process(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> None:
-    """A 1-worker trial trains in the Tune trial process itself: no Train worker group to start
-    (~10 s per trial saved), reports go straight to Tune (`ray.tune.report`), and a retried or
-    resumed trial continues from `ray.tune.get_checkpoint()`. Tune holds the worker's resources.
-    """
+    """A 1-worker trial trains in the Tune trial process itself: no worker to start, reports
+    go straight to Tune (`ray.tune.report`), and a retried or resumed trial continues from
+    `ray.tune.get_checkpoint()`. Tune holds the worker's resources."""
     import ray.tune
 
-    flat = {
-        **trial_flat(tune_config, sweep, trial_id),
-        "restart": sweep.get("restart_errored", False),
-    }
-    _train_with_reporter(flat, trial_id, ray.tune.get_checkpoint(), ray.tune.report,
-                         ray.tune.Checkpoint)  # fmt: skip
+    flat = _attempt_flat(tune_config, sweep, trial_id)
+    train_with_reporter(flat, trial_id, ray.tune.get_checkpoint(), ray.tune.report,
+                        ray.tune.Checkpoint)  # fmt: skip
+
+
+def run_local_trial(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> None:
+    """A one-node multi-worker trial: its workers are local processes of this trial process
+    (`sepconc.sweep.local_workers`), resuming from `ray.tune.get_checkpoint()`."""
+    import ray
+    import ray.tune
+
+    from sepconc.sweep.local_workers import run_local_workers
+
+    flat = _attempt_flat(tune_config, sweep, trial_id)
+    nodes = ",".join([ray.util.get_node_ip_address()] * sweep["workers"])
+    run_local_workers(train_with_reporter, flat, trial_id, sweep, ray.tune.get_checkpoint(),
+                      ray.tune.report, ray.tune.Checkpoint, nodes)  # fmt: skip
 
 
 def worker_loop(loop_config: dict[str, Any]) -> None:
     """Runs in every Ray Train worker: restore the checkpoint if any, then `sepconc.train`."""
     import ray.train
 
-    _train_with_reporter(dict(loop_config["flat"]), loop_config["trial_id"],
-                         ray.train.get_checkpoint(), ray.train.report, ray.train.Checkpoint)  # fmt: skip
+    train_with_reporter(dict(loop_config["flat"]), loop_config["trial_id"],
+                        ray.train.get_checkpoint(), ray.train.report, ray.train.Checkpoint)  # fmt: skip
 
 
-def _train_with_reporter(flat: dict, trial_id: str, checkpoint, report, checkpoint_cls) -> None:
+def train_with_reporter(flat: dict, trial_id: str, checkpoint, report, checkpoint_cls,
+                        reports_dir: Path | None = None, nodes: str | None = None) -> None:  # fmt: skip
     """Restore the trial's last checkpoint if any, then `sepconc.train` reporting every epoch.
 
+    `checkpoint`: Tune's or Train's (anything with `to_directory(path)`), or None.
+    `report(metrics, checkpoint=checkpoint_cls.from_directory(folder))` on every rank.
+    `reports_dir`: where rank 0 links each reported checkpoint, left for the receiver to
+    remove (local workers); default a scratch folder removed once `report` returned.
+    `nodes`: the ranks' node IPs as reported (default gathered through Ray and the group).
     `flat["restart"]` (resume --restart-errored): without a checkpoint from Tune, the trial
     starts from scratch even if its folder holds an earlier attempt (moved aside)."""
     from sepconc.checkpoint import checkpoint_epoch, list_checkpoints
@@ -188,8 +240,9 @@ def _train_with_reporter(flat: dict, trial_id: str, checkpoint, report, checkpoi
                                  restart, donor)  # fmt: skip
     config = Config.from_flat(flat, where=f"trial {trial_id}")
     received = list_checkpoints(restored) if restored else []
-    reporter = RayReporter(scratch, _gather_nodes(), report, checkpoint_cls,
-                           checkpoint_epoch(received[-1]) if received else 0)  # fmt: skip
+    reporter = RayReporter(reports_dir or scratch, nodes or _gather_nodes(), report,
+                           checkpoint_cls, checkpoint_epoch(received[-1]) if received else 0,
+                           keep=reports_dir is not None)  # fmt: skip
     try:
         train(config, hooks=[reporter])
     finally:
@@ -228,16 +281,19 @@ def trial_resume(out: Path, restored: Path | None, restart: bool,
 
 
 class RayReporter:
-    """Epoch hook: `report` (Train's or Tune's) on every rank; rank 0 attaches the checkpoint.
+    """Epoch hook: `report` (Train's or Tune's) on every rank; rank 0 attaches the checkpoint
+    (hard-linked into `scratch/report-EEEE/`, removed once `report` returned unless `keep`).
 
     A replayed epoch (the trial was resumed from its folder) is reported, without a
     checkpoint, only if it is after `received` (the epoch of the checkpoint Tune restored,
-    whose reports Tune had): Tune and the MLflow callback then see every epoch."""
+    whose reports Tune had): Tune and the MLflow callback then see every epoch. A new
+    epoch's metrics carry `sepconc_epoch_end` (`time.time()` now: report latency)."""
 
-    def __init__(self, scratch: Path, nodes: str, report, checkpoint_cls, received: int = 0):
+    def __init__(self, scratch: Path, nodes: str, report, checkpoint_cls, received: int = 0,
+                 keep: bool = False):  # fmt: skip
         self.scratch, self.nodes = scratch, nodes
         self.report, self.checkpoint_cls = report, checkpoint_cls
-        self.received = received
+        self.received, self.keep = received, keep
 
     def __call__(self, report) -> bool:
         if report.replayed:
@@ -250,9 +306,9 @@ class RayReporter:
             folder.mkdir()
             _link_or_copy(report.checkpoint, folder / report.checkpoint.name)
             checkpoint = self.checkpoint_cls.from_directory(str(folder))
-        metrics = {**report.metrics, "sepconc_nodes": self.nodes}
+        metrics = {**report.metrics, "sepconc_nodes": self.nodes, "sepconc_epoch_end": time.time()}
         self.report(metrics, checkpoint=checkpoint)
-        if checkpoint is not None:
+        if checkpoint is not None and not self.keep:
             shutil.rmtree(checkpoint.path, ignore_errors=True)
         return False
 

@@ -18,9 +18,11 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | No
     run again. Needs a started Ray (`driver.start_ray`)."""
     from ray import tune
 
+    from sepconc.sweep.local_workers import trial_launcher
     from sepconc.sweep.trial import run_trial
 
-    fixed = {"base": spec.base, "workers": spec.workers, "cpus_per_worker": spec.cpus_per_worker,
+    fixed = {"launcher": trial_launcher(spec),  # process | local | ray_train: trial.py
+             "base": spec.base, "workers": spec.workers, "cpus_per_worker": spec.cpus_per_worker,
              "gpus_per_worker": spec.gpus_per_worker, "max_retries": spec.max_retries,
              "checkpoint_every": spec.checkpoint["every"],
              "checkpoint_keep": spec.checkpoint["keep"],
@@ -33,7 +35,7 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | No
                                 "sweep": spec.name}
              if spec.tracking.get("system_metrics") else None}  # fmt: skip
     trainable = tune.with_parameters(run_trial, sweep=fixed)
-    trainable = tune.with_resources(trainable, trial_resources(spec))
+    trainable = tune.with_resources(trainable, trial_resources(spec, fixed["launcher"]))
     if resume:
         return tune.Tuner.restore(paths.under("tune", paths.tune_name), trainable,
                                   resume_errored=resume == "retry",
@@ -41,17 +43,12 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, resume: str | No
     return _new_tuner(spec, paths, meta, trainable, fixed, previous)
 
 
-def trial_resources(spec: SweepSpec) -> dict[str, float]:
-    """What Tune reserves for a trial's own process.
+def trial_resources(spec: SweepSpec, launcher: str | None = None) -> dict[str, float]:
+    """What Tune reserves for a trial's own process (`local_workers.trial_resources_for`;
+    `launcher` default: `local_workers.trial_launcher(spec)`)."""
+    from sepconc.sweep.local_workers import trial_launcher, trial_resources_for
 
-    A multi-worker trial only supervises (its Train workers hold the CPUs/GPUs), so it
-    reserves a token amount of memory; a 1-worker trial trains in that process and
-    reserves the worker's resources.
-    """
-    if spec.workers == 1:
-        gpus = spec.gpus_per_worker
-        return {"CPU": spec.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
-    return {"CPU": 0, "memory": 1}
+    return trial_resources_for(spec, launcher or trial_launcher(spec))
 
 
 def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed: dict,
@@ -64,19 +61,21 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
     from sepconc.sweep.schedulers import build_scheduler, with_mutations
     from sepconc.sweep.search import build_search_alg
     from sepconc.sweep.space import trial_count, tune_num_samples, tune_param_space
+    from sepconc.sweep.report_latency import report_latency_callbacks
 
     sched = spec.scheduler
     # The sweep's scheduler inside its budget (always wrapped: `resume` may add a budget).
     scheduler = BudgetScheduler(build_scheduler(spec), str(paths.meta_dir),
                                 spec.workers * spec.gpus_per_worker)  # fmt: skip
     concurrent = spec.resources.get("max_concurrent_trials")
-    # Train retries multi-worker trials itself; a 1-worker trial runs in Tune's process: Tune retries.
-    in_process_retries = spec.max_retries if spec.workers == 1 else 0
+    # Ray Train retries its trials' workers itself; Tune retries the others (trial.py).
+    in_process_retries = spec.max_retries if fixed["launcher"] != "ray_train" else 0
     callbacks = [
         MlflowSweepCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
                             spec.name, spec.base, spec.epochs, sched, spec.workers,
                             spec.gpus_per_worker, fixed),
         ProgressCallback(spec.metrics[0], trial_count(spec), spec.epochs, sched),
+        *report_latency_callbacks(),  # SEPCONC_REPORT_LOG (benchmarks)
     ]  # fmt: skip
     if sched["type"] == "pbt":  # each clone's new values on its MLflow run
         callbacks.append(PbtChangesCallback(meta["tracking_uri"], meta["experiment_id"], spec.name,
@@ -92,6 +91,11 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
                                     scheduler=scheduler, search_alg=search_alg,
                                     num_samples=tune_num_samples(spec),
                                     max_concurrent_trials=concurrent,
+                                    # a finished trial's process (and its warm forkserver:
+                                    # local_workers) starts the next trial: no start-up. Not
+                                    # with Ray Train: its fit() ignores Tune's stop (a reset
+                                    # would wait on a stopped trial's workers forever)
+                                    reuse_actors=fixed["launcher"] != "ray_train",
                                     trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(name=paths.tune_name, storage_path=paths.under("tune"),
                                   callbacks=callbacks, verbose=0,
