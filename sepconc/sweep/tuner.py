@@ -58,10 +58,10 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
     from sepconc.sweep.budget_scheduler import BudgetScheduler
     from sepconc.sweep.callbacks import MlflowSweepCallback, ProgressCallback
     from sepconc.sweep.pbt import PbtChangesCallback
+    from sepconc.sweep.report_latency import report_latency_callbacks
     from sepconc.sweep.schedulers import build_scheduler, with_mutations
     from sepconc.sweep.search import build_search_alg
     from sepconc.sweep.space import trial_count, tune_num_samples, tune_param_space
-    from sepconc.sweep.report_latency import report_latency_callbacks
 
     sched = spec.scheduler
     # The sweep's scheduler inside its budget (always wrapped: `resume` may add a budget).
