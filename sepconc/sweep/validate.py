@@ -93,14 +93,17 @@ def summary_lines(spec: SweepSpec, variants: list[Variant]) -> list[str]:
     """What `validate` prints: trials, resources, seeds, padded lists, then each variant."""
     from sepconc.config import Config
 
+    from sepconc.sweep.search import MODEL_BASED
+
     res = spec.resources
+    count = trial_count(spec)
+    trials = (f"up to {count} trial(s) (searcher {spec.searcher['type']})"
+              if spec.searcher["type"] in MODEL_BASED else f"{count} distinct trials")  # fmt: skip
     lines = [
-        f"sweep {spec.name}: {trial_count(spec)} distinct trials; {len(variants)} configuration(s) "
-        f"checked (each discrete option, drawn values at their range's middle)",
+        f"sweep {spec.name}: {trials}; {len(variants)} configuration(s) checked (each discrete "
+        f"option, drawn values at their range's middle; listed below before merging)",
         f"per trial: {res['workers_per_trial']} DDP worker(s) x {res['cpus_per_worker']:g} CPU"
-        f" + {res['gpus_per_worker']:g} GPU; scheduler {spec.scheduler['type']}"
-        + (f" (grace {spec.scheduler['grace_period']}, rf {spec.scheduler['reduction_factor']}, "
-           f"max_t {spec.scheduler['max_t']})" if spec.scheduler["type"] == "asha" else ""),
+        f" + {res['gpus_per_worker']:g} GPU",
     ]  # fmt: skip
     if "seed" in spec.search:
         pass  # shown with each variant
@@ -135,9 +138,10 @@ def search_lines(spec: SweepSpec) -> list[str]:
                      f"model plan; a configuration outside is never trained)")  # fmt: skip
     if cfg["type"] in MODEL_BASED:
         extra = "".join(f", {k} {cfg[k]}" for k in ("seed", "startup_trials") if k in cfg)
+        told = ("; configurations breaking the constraints are told to it as infeasible, never "
+                "trained" if spec.constraints else "")  # fmt: skip
         lines.append(f"searcher: {cfg['type']}{extra}: up to {spec.samples} trials (samples is "
-                     f"the budget); configurations breaking the constraints are told to it "
-                     f"as infeasible, never trained")  # fmt: skip
+                     f"the budget){told}")  # fmt: skip
         return lines
     plan = plan_trials(spec)
     seed = f" (seed {cfg['seed']})" if "seed" in cfg else ""
