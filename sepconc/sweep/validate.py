@@ -92,7 +92,6 @@ def _check_built(config, shape, classes, expected: int) -> None:
 def summary_lines(spec: SweepSpec, variants: list[Variant]) -> list[str]:
     """What `validate` prints: trials, resources, seeds, padded lists, then each variant."""
     from sepconc.config import Config
-
     from sepconc.sweep.search import MODEL_BASED
 
     res = spec.resources
