@@ -266,3 +266,20 @@ def test_the_sweep_file_switches_system_metrics_on(tmp_path, value, problem):
     else:
         with pytest.raises(UserError, match=r"tracking\.system_metrics must be bool, got 1"):
             load_sweep(path)
+
+
+def test_a_trial_shorter_than_one_sampling_interval_still_logs_system_metrics(tmp_path):
+    """MLflow's sampler drops the samples of a loop stopped before its first interval ends;
+    a warm trial process trains a small model faster than that (`trial._finish`)."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    from sepconc.sweep.trial import _finish
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("sm"))
+    monitor = SystemMetricsMonitor(run.info.run_id, sampling_interval=30, tracking_uri=uri)
+    monitor.start()
+    _finish(monitor)
+    keys = client.get_run(run.info.run_id).data.metrics
+    assert any(k.startswith("system/") for k in keys), keys

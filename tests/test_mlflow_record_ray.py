@@ -83,7 +83,7 @@ def test_a_real_sweep_record_is_complete_and_reruns(tmp_path):
         assert run.info.run_name.startswith(f"lr={logged['lr']:.4g} ")
         keys = set(run.data.metrics)
         assert {"val_acc1", "train_loss", "block2/fisher_k16"} <= keys
-        assert any(k.startswith("system/") for k in keys), sorted(keys)
+        assert any(k.startswith("system/") for k in keys), (run.info.run_name, sorted(keys))
         assert [k for k in keys if not is_documented_metric(k)] == []
         assert run.data.tags["sepconc.data.name"] == "synthetic"
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

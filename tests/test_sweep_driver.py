@@ -229,6 +229,11 @@ def test_progress_says_stopped_at_epoch_and_rung_with_short_numbers(caplog):
     assert "trial t2 finished: 4 epochs, val_acc1=95.5" in text
     table = format_table([{"trial": "t1", "lr": "0.0031234567890123456", "run_id": "ab12"}])
     assert "0.003123 " in table and "0.00312345" not in table
+    # trial ids are hexadecimal names: all digits, or digits around one `e`, stay as they are
+    table = format_table([{"trial": "86459226", "lr": "0.01", "run_id": "12e45678"},
+                          {"trial": "12e45678", "lr": "0.1", "run_id": "00000001"}])  # fmt: skip
+    assert all(t in table for t in ("86459226", "12e45678", "00000001")), table
+    assert "e+" not in table, table
 
 
 @pytest.mark.parametrize("change, expect", [

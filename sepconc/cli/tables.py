@@ -13,6 +13,9 @@ import math
 import re
 
 FLOAT_TEXT = re.compile(r"^-?\d+(\.\d+)?([eE]-?\d+)?$")
+#: Columns that hold names, never numbers: a trial id such as `86459226` or `12e45678`
+#: (hexadecimal) is shown as it is, not as 8.646e+07 or 1.2e+46.
+NAME_COLUMNS = ("trial", "run_id", "status", "name")
 
 
 def format_table(rows: list[dict], as_csv: bool = False) -> str:
@@ -26,7 +29,8 @@ def format_table(rows: list[dict], as_csv: bool = False) -> str:
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue()
-    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
+    cells = [[str(r.get(c, "")) if c in NAME_COLUMNS else _fmt(r.get(c, "")) for c in columns]
+             for r in rows]  # fmt: skip
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]

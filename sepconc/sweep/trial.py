@@ -136,7 +136,21 @@ def system_metrics(target: dict[str, Any] | None, trial_id: str, wait_s: float =
         yield
     finally:
         if monitor is not None:
-            monitor.finish()
+            _finish(monitor)
+
+
+def _finish(monitor) -> None:
+    """Stop MLflow's sampler; a trial shorter than one sampling interval (a warm trial
+    process trains a small model in under a second) still logs the samples it took: the
+    sampler's loop drops them when it is stopped before its first interval ends."""
+    logged = getattr(monitor, "_logging_step", None)
+    monitor.finish()
+    try:
+        if logged is not None and monitor._logging_step == logged:
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+    except Exception as exc:  # never the trial's failure
+        log.warning("system metrics: last samples not logged (%s)", exc)
 
 
 def _child_run(target: dict[str, Any], trial_id: str, wait_s: float) -> str | None:
