@@ -244,12 +244,12 @@ def test_tracking_server_outage_loses_no_metric(tmp_path):
     from tests.test_cluster_two_node import free_port
 
     name, outage_s = "outage", 30.0
-    # 10 epochs (1-3 s each, by machine load) and ~15 s to start a trial: the outage spans
-    # trial 1's epochs 2-10, its end and trial 2's start; the server is back (~35 s) while
-    # trial 2 or 3 still trains (until 60-130 s), so the buffer drains mid-sweep (Tune
-    # steps), not only in the end-of-sweep flush. (With two trials a fast run finished
-    # both before the server came back.)
-    base = {**SLOW, "epochs": 10}
+    # 3 trials of 20 epochs (1-3 s each, by machine load; a trial starts in ~1 s on local
+    # workers): the outage starts after trial 1's first epoch and the server is back after
+    # ~35 s while a trial still trains (60-180 s in all), so the buffer drains mid-sweep
+    # (Tune steps), not only in the end-of-sweep flush. (With 10 epochs each, CI once
+    # finished all three trials before the server came back.)
+    base = {**SLOW, "epochs": 20}
     lrs = [0.01, 0.001, 0.003]
     path = sweep_file(tmp_path, name, base, lrs, retries=0)
     opts = ServerOptions(port=free_port(), runs_dir=tmp_path / "mlflow")
