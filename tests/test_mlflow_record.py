@@ -283,3 +283,20 @@ def test_a_trial_shorter_than_one_sampling_interval_still_logs_system_metrics(tm
     _finish(monitor)
     keys = client.get_run(run.info.run_id).data.metrics
     assert any(k.startswith("system/") for k in keys), keys
+
+
+def test_a_trial_started_during_an_outage_keeps_the_values_it_started_with(store):
+    # its run is created when the store answers again, after PBT gave the trial new values
+    client = open_client(store)
+    exp = experiment_id(client, "late-start", None)
+    parent = client.create_run(exp, run_name="late-start").info.run_id
+    base = {"dataset": "synthetic", "arch": "analysis", "frame_width": [16], "epochs": 2}
+    callback = MlflowSweepCallback(store, exp, parent, "late-start", base, 2, {"type": "pbt"})
+    callback._submit = callback._pending.append  # the store is down: operations wait
+    trial = SimpleNamespace(trial_id="t00001", config={"params": {"lr": 1e-5}})
+    callback.on_trial_start(0, [], trial)
+    trial.config = {"params": {"lr": 0.012}}  # PBT's exploit, before the store answers
+    del callback._submit
+    assert callback._flush()
+    run = client.search_runs([exp], filter_string="tags.`sepconc.trial_id` = 't00001'")[0]
+    assert float(run.data.params["lr"]) == 1e-5
