@@ -247,7 +247,11 @@ def test_pbt_does_not_clone_into_a_trial_at_its_last_epoch(monkeypatch):
 
     donor, short = Trial("t0", {}), Trial("t1", {"epochs": 4})
     pbt._trial_state = {t: _PBTTrialState(t) for t in (donor, short)}
-    for epoch, trial in [(3, short), (5, donor), (4, short), (6, donor)]:
+    for trial, epoch, other, at in [(short, 3, donor, 0), (donor, 5, short, 3),
+                                    (short, 2, donor, 5), (short, 4, donor, 0),
+                                    (donor, 6, short, 3)]:  # fmt: skip
         pbt._trial_state[trial].last_train_time = epoch
-        pbt._exploit(None, trial, donor if trial is short else short)
-    assert calls == [short, donor]  # not at t1's epoch 4 (params.epochs), nor t0's 6 (base)
+        pbt._trial_state[other].last_train_time = at  # the epoch of its checkpoint
+        pbt._exploit(None, trial, other)
+    # not t1 from t0's epoch-5 checkpoint, nor at its epoch 4 (params.epochs), nor t0 at 6
+    assert calls == [short, donor]

@@ -31,6 +31,7 @@ from ray.tune import Callback
 
 from sepconc.cost import COST_KEYS
 from sepconc.errors import UserError, clean_reason, fit_line
+from sepconc.sweep.pbt_clone import clone_start_epoch
 from sepconc.sweep.space import describe
 from sepconc.tracking.models import TAG_CHECKPOINT, final_checkpoint
 from sepconc.tracking.record import log_config, log_data_identity, reproducibility_tags
@@ -218,9 +219,17 @@ class MlflowSweepCallback(Callback):
         # the config it starts with, now: an operation buffered during a store outage runs
         # later, when PBT may have given the trial new values (`sepconc.sweep.pbt`)
         config = copy.deepcopy(trial.config)
-        self._submit(
-            lambda: self.client.set_tag(self.run_for(trial, config), TAG_STATUS, "running")
-        )
+        clone = clone_start_epoch(trial)
+        self._submit(lambda: self._log_start(trial, config, clone))
+
+    def _log_start(self, trial, config: dict[str, Any], clone: int | None) -> None:
+        """`running`; a PBT clone (`clone`: the epoch of the other trial's checkpoint it
+        restarts from) retrains the epochs after it: those are logged again, so the newest
+        value of each step is the clone's (asynchronous PBT can hand over an older epoch)."""
+        run_id = self.run_for(trial, config)
+        self.client.set_tag(run_id, TAG_STATUS, "running")
+        if clone is not None and clone < self._logged.get(run_id, 0):
+            self._logged[run_id] = clone
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         epoch = int(result.get("epoch", 0))

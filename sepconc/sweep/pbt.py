@@ -8,9 +8,12 @@ calls `sepconc.sweep.pbt_clone.adopt_clone`, a module without Ray), that checkpo
 folder (its own later checkpoints are moved to `checkpoints/cloned-<time>/`), so training
 goes on from the clone's weights and optimizer state; the new `lr` takes effect because
 the epoch loop sets the optimizer's learning rate from the config every epoch, and
-`pars_beta` is read every step. The run's metric history up to the clone is its own. A trial at its last epoch is never
-made a clone (`SweepPBT`): it would train nothing more, yet its folder's final checkpoint
-(its MLflow run's `sepconc.checkpoint`) would be the other trial's, next to its own metrics.
+`pars_beta` is read every step. The run's metric history up to the clone is its own; epochs it trains again after an
+older checkpoint (asynchronous PBT) are logged again, the newest value of a step being the
+clone's (`MlflowSweepCallback`). A trial is never made a clone at its last epoch, nor
+handed a checkpoint of it (`SweepPBT`): it would train nothing more, yet its folder's
+final checkpoint (its MLflow run's `sepconc.checkpoint`) would be the other trial's, next
+to its own metrics.
 
 On the driver, `PbtChangesCallback` logs each mutated value as the metric `pbt/<key>` at
 the first epoch trained with it (the initial values at the first epoch) and the tag
@@ -41,8 +44,9 @@ TAG_PBT = "sepconc.pbt_changes"
 
 class SweepPBT(PopulationBasedTraining):
     """Ray's `PopulationBasedTraining` that does not exploit into a trial whose last result
-    was its final epoch (`params.epochs`, else `epochs`: the sweep's). Ray's PBT does not
-    know a trial's length; in synch mode every trial's last result is a perturbation step."""
+    was its final epoch (`params.epochs`, else `epochs`: the sweep's), nor hand it a
+    checkpoint of that epoch: it would train nothing more. Ray's PBT does not know a
+    trial's length; in synch mode every trial's last result is a perturbation step."""
 
     def __init__(self, *, epochs: int, **kwargs):
         super().__init__(**kwargs)
@@ -50,9 +54,10 @@ class SweepPBT(PopulationBasedTraining):
 
     def _exploit(self, tune_controller, trial, trial_to_clone):
         target = int(trial.config.get("params", {}).get("epochs", self._epochs))
-        if self._trial_state[trial].last_train_time >= target:
-            log.info("trial %s: finished (epoch %d); not cloned from trial %s",
-                     trial.trial_id, target, trial_to_clone.trial_id)  # fmt: skip
+        reached = max(self._trial_state[t].last_train_time for t in (trial, trial_to_clone))
+        if reached >= target:  # it, or the checkpoint it would get, is at its last epoch
+            log.info("trial %s: not cloned from trial %s at epoch %d of %d: nothing left to train",
+                     trial.trial_id, trial_to_clone.trial_id, reached, target)  # fmt: skip
             return
         super()._exploit(tune_controller, trial, trial_to_clone)
 
