@@ -285,10 +285,10 @@ def test_a_trial_shorter_than_one_sampling_interval_still_logs_system_metrics(tm
     assert any(k.startswith("system/") for k in keys), keys
 
 
-def test_a_trial_started_during_an_outage_keeps_the_values_it_started_with(store):
+def test_a_trial_started_during_an_outage_keeps_the_values_it_started_with(store, tmp_path):
     # its run is created when the store answers again, after PBT gave the trial new values
     client = open_client(store)
-    exp = experiment_id(client, "late-start", None)
+    exp = experiment_id(client, "late-start", tmp_path)
     parent = client.create_run(exp, run_name="late-start").info.run_id
     base = {"dataset": "synthetic", "arch": "analysis", "frame_width": [16], "epochs": 2}
     callback = MlflowSweepCallback(store, exp, parent, "late-start", base, 2, {"type": "pbt"})
@@ -302,10 +302,10 @@ def test_a_trial_started_during_an_outage_keeps_the_values_it_started_with(store
     assert float(run.data.params["lr"]) == 1e-5
 
 
-def test_a_pbt_clone_from_an_earlier_epoch_logs_the_epochs_it_trains_again(store):
+def test_a_pbt_clone_from_an_earlier_epoch_logs_the_epochs_it_trains_again(store, tmp_path):
     # asynchronous PBT: t1, at epoch 3, restarts from t0's checkpoint of epoch 2
     client = open_client(store)
-    exp = experiment_id(client, "clone-back", None)
+    exp = experiment_id(client, "clone-back", tmp_path)
     parent = client.create_run(exp, run_name="clone-back").info.run_id
     base = {"dataset": "synthetic", "arch": "analysis", "frame_width": [16], "epochs": 4}
     callback = MlflowSweepCallback(store, exp, parent, "clone-back", base, 4, {"type": "pbt"})
