@@ -8,12 +8,12 @@ calls `sepconc.sweep.pbt_clone.adopt_clone`, a module without Ray), that checkpo
 folder (its own later checkpoints are moved to `checkpoints/cloned-<time>/`), so training
 goes on from the clone's weights and optimizer state; the new `lr` takes effect because
 the epoch loop sets the optimizer's learning rate from the config every epoch, and
-`pars_beta` is read every step. The run's metric history up to the clone is its own; epochs it trains again after an
-older checkpoint (asynchronous PBT) are logged again, the newest value of a step being the
-clone's (`MlflowSweepCallback`). A trial is never made a clone at its last epoch, nor
-handed a checkpoint of it (`SweepPBT`): it would train nothing more, yet its folder's
-final checkpoint (its MLflow run's `sepconc.checkpoint`) would be the other trial's, next
-to its own metrics.
+`pars_beta` is read every step. The run's metric history up to the clone is its own;
+epochs it trains again after an older checkpoint (asynchronous PBT) are logged again, the
+newest value of a step being the clone's (`MlflowSweepCallback`). A trial is never made a
+clone at its last epoch, nor handed a checkpoint of it (`SweepPBT`): it would train
+nothing more, yet its folder's final checkpoint (its MLflow run's `sepconc.checkpoint`)
+would be the other trial's, next to its own metrics.
 
 On the driver, `PbtChangesCallback` logs each mutated value as the metric `pbt/<key>` at
 the first epoch trained with it (the initial values at the first epoch) and the tag
