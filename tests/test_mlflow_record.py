@@ -283,3 +283,49 @@ def test_a_trial_shorter_than_one_sampling_interval_still_logs_system_metrics(tm
     _finish(monitor)
     keys = client.get_run(run.info.run_id).data.metrics
     assert any(k.startswith("system/") for k in keys), keys
+
+
+def test_a_trial_started_during_an_outage_keeps_the_values_it_started_with(store, tmp_path):
+    # its run is created when the store answers again, after PBT gave the trial new values
+    client = open_client(store)
+    exp = experiment_id(client, "late-start", tmp_path)
+    parent = client.create_run(exp, run_name="late-start").info.run_id
+    base = {"dataset": "synthetic", "arch": "analysis", "frame_width": [16], "epochs": 2}
+    callback = MlflowSweepCallback(store, exp, parent, "late-start", base, 2, {"type": "pbt"})
+    callback._submit = callback._pending.append  # the store is down: operations wait
+    trial = SimpleNamespace(trial_id="t00001", config={"params": {"lr": 1e-5}})
+    callback.on_trial_start(0, [], trial)
+    trial.config = {"params": {"lr": 0.012}}  # PBT's exploit, before the store answers
+    del callback._submit
+    assert callback._flush()
+    run = client.search_runs([exp], filter_string="tags.`sepconc.trial_id` = 't00001'")[0]
+    assert float(run.data.params["lr"]) == 1e-5
+
+
+def test_a_pbt_clone_from_an_earlier_epoch_logs_the_epochs_it_trains_again(store, tmp_path):
+    # asynchronous PBT: t1, at epoch 3, restarts from t0's checkpoint of epoch 2
+    client = open_client(store)
+    exp = experiment_id(client, "clone-back", tmp_path)
+    parent = client.create_run(exp, run_name="clone-back").info.run_id
+    base = {"dataset": "synthetic", "arch": "analysis", "frame_width": [16], "epochs": 4}
+    callback = MlflowSweepCallback(store, exp, parent, "clone-back", base, 4, {"type": "pbt"})
+    trial = SimpleNamespace(trial_id="t00001", config={"params": {"lr": 1e-5}},
+                            latest_checkpoint_result=None)  # fmt: skip
+    callback.on_trial_start(0, [], trial)
+    for epoch in (1, 2, 3):
+        callback.on_trial_result(0, [], trial, {"epoch": epoch, "val_acc1": 5.0, "lr": 1e-5})
+    trial.config = {"params": {"lr": 0.012}}
+    trial.latest_checkpoint_result = SimpleNamespace(
+        checkpoint=SimpleNamespace(path="/s/tune/clone-back/t00000/checkpoint_000001"),
+        metrics={"epoch": 2, "val_acc1": 90.0},
+    )
+    callback.on_trial_start(0, [], trial)
+    for epoch in (3, 4):
+        callback.on_trial_result(0, [], trial, {"epoch": epoch, "val_acc1": 95.0, "lr": 0.012})
+    trial.latest_checkpoint_result.checkpoint.path = "/s/tune/clone-back/t00001/checkpoint_2"
+    callback.on_trial_start(0, [], trial)  # a retry from its own checkpoint: no epoch again
+    callback.on_trial_result(0, [], trial, {"epoch": 4, "val_acc1": 99.0, "lr": 0.012})
+    run = client.search_runs([exp], filter_string="tags.`sepconc.trial_id` = 't00001'")[0]
+    history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "lr")]
+    assert sorted(history) == [(1, 1e-5), (2, 1e-5), (3, 1e-5), (3, 0.012), (4, 0.012)]
+    assert run.data.metrics["val_acc1"] == 95.0  # the newest step's value: the clone's

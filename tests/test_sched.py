@@ -1,12 +1,15 @@
 """Schedulers and budgets without Ray running: `build_scheduler` for every type, PBT's
-mutations and clone hand-over in a trial folder, the ASHA grace-period warning, budget
-units and the budget scheduler's decisions on a fake Tune controller.
+mutations and clone hand-over in a trial folder, the epoch a PBT change is recorded at
+(the epoch trained with it), no clone into a finished trial, the ASHA grace-period
+warning, budget units and the budget scheduler's decisions on a fake Tune controller.
 
 The real sweeps (PBT clone with its new value in MLflow, a budget that stops a sweep and
 a resume under what is left) are in tests/test_sched_ray.py.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import torch
 
@@ -163,3 +166,92 @@ def test_budget_scheduler_trial_budget(tmp_path):
     assert outcome == {"ended": "2 trials"}
     spent = read_spent(tmp_path)
     assert spent["started"] == ["a", "b"] and spent["ended"] == "2 trials"
+
+
+class FakeStore:
+    """The MLflow client calls `PbtChangesCallback` makes, on one trial run (`run-1`)."""
+
+    def __init__(self):
+        self.metrics: dict[str, dict[int, float]] = {}
+        self.tags: dict[str, str] = {}
+
+    def search_runs(self, experiment_ids, filter_string):
+        data = SimpleNamespace(tags=dict(self.tags), metrics={})
+        return [SimpleNamespace(info=SimpleNamespace(run_id="run-1"), data=data)]
+
+    def log_metric(self, run_id, key, value, timestamp=None, step=0):
+        self.metrics.setdefault(key, {})[step] = value
+
+    def set_tag(self, run_id, key, value):
+        self.tags[key] = value
+
+
+def pbt_callback():
+    from sepconc.sweep.pbt import PbtChangesCallback
+
+    callback = PbtChangesCallback("sqlite:///unused.db", "0", "sw", ["lr"])
+    callback._client = store = FakeStore()
+    return callback, store
+
+
+def result_of(epoch: int, lr: float) -> dict:
+    """A Tune result: the trial process attaches the config it trained the epoch with."""
+    return {"epoch": epoch, "val_acc1": 50.0, "config": {"params": {"lr": lr}}}
+
+
+def test_pbt_change_is_logged_at_the_first_epoch_trained_with_it():
+    # synch PBT exploits the trial whose result completes the step (here t1's epoch 1,
+    # trained with 1e-5): Tune calls the scheduler first, so the callbacks see that result
+    # with trial.config already holding the clone's values for epoch 2
+    callback, store = pbt_callback()
+    trial = SimpleNamespace(trial_id="t1", config={"params": {"lr": 0.012}}, checkpoint=None)
+    callback.on_trial_result(0, [], trial, result_of(1, 1e-5))
+    trial.checkpoint = SimpleNamespace(path="/s/tune/sw/t0/checkpoint_000000")  # t0's, epoch 1
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, result_of(2, 0.012))
+    callback.on_trial_result(0, [], trial, result_of(3, 0.012))
+    assert store.metrics["pbt/lr"] == {1: 1e-5, 2: 0.012}
+    assert store.tags["sepconc.pbt_changes"] == "epoch 2: lr 1e-05 -> 0.012 (cloned t0)"
+
+
+def test_pbt_change_of_a_paused_trial_and_a_result_without_its_config():
+    # the clone exploited while paused (it reported first): its next result is the change's
+    callback, store = pbt_callback()
+    trial = SimpleNamespace(trial_id="t1", config={"params": {"lr": 0.01}}, checkpoint=None)
+    callback.on_trial_result(0, [], trial, result_of(1, 0.01))
+    trial.config = {"params": {"lr": 0.008}}
+    trial.checkpoint = SimpleNamespace(path="/s/tune/sw/t0/checkpoint_000001")
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, {"epoch": 2, "val_acc1": 50.0})  # trial.config
+    trial.checkpoint = SimpleNamespace(path="/s/tune/sw/t1/checkpoint_000002")  # its own
+    callback.on_trial_start(0, [], trial)  # a retry: not a clone any more
+    trial.config = {"params": {"lr": 0.0096}}
+    callback.on_trial_result(0, [], trial, result_of(3, 0.0096))
+    assert store.metrics["pbt/lr"] == {1: 0.01, 2: 0.008, 3: 0.0096}
+    assert store.tags["sepconc.pbt_changes"] == (
+        "epoch 2: lr 0.01 -> 0.008 (cloned t0); epoch 3: lr 0.008 -> 0.0096 (cloned another trial)"
+    )
+
+
+def test_pbt_does_not_clone_into_a_trial_at_its_last_epoch(monkeypatch):
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.schedulers.pbt import _PBTTrialState
+
+    calls = []
+    monkeypatch.setattr(PopulationBasedTraining, "_exploit", lambda self, c, t, d: calls.append(t))
+    pbt = build_scheduler(spec_with({"type": "pbt", "mutations": {"lr": [0.1, 0.01]}}))
+
+    class Trial:  # hashable, as Tune's (PBT keys its state by trial)
+        def __init__(self, trial_id: str, params: dict):
+            self.trial_id, self.experiment_tag, self.config = trial_id, "", {"params": params}
+
+    donor, short = Trial("t0", {}), Trial("t1", {"epochs": 4})
+    pbt._trial_state = {t: _PBTTrialState(t) for t in (donor, short)}
+    for trial, epoch, other, at in [(short, 3, donor, 0), (donor, 5, short, 3),
+                                    (short, 2, donor, 5), (short, 4, donor, 0),
+                                    (donor, 6, short, 3)]:  # fmt: skip
+        pbt._trial_state[trial].last_train_time = epoch
+        pbt._trial_state[other].last_train_time = at  # the epoch of its checkpoint
+        pbt._exploit(None, trial, other)
+    # not t1 from t0's epoch-5 checkpoint, nor at its epoch 4 (params.epochs), nor t0 at 6
+    assert calls == [short, donor]

@@ -58,12 +58,6 @@ def children(tmp_path: Path, name: str) -> list:
     return client, runs
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known fault, open: in two clean-clone CI runs the "
-    "clone's change epoch trained with the donor's lr 0.01, not the new 0.0096 "
-    "(passed in two runs on the development machine); see the stop's note",
-)
 def test_pbt_clone_continues_from_the_checkpoint_with_the_new_lr(tmp_path):
     mutations = {"lr": {"loguniform": [1e-5, 0.1]}}
     path = write_sweep(tmp_path, "pbt", 3, [0.01, 1e-5], concurrent=2,
@@ -75,22 +69,27 @@ def test_pbt_clone_continues_from_the_checkpoint_with_the_new_lr(tmp_path):
     assert len(runs) == 2
     cloned = [r for r in runs if r.data.tags.get("sepconc.pbt_changes")]
     assert cloned, [r.data.tags for r in runs]
-    run_ = cloned[0]
-    tag = run_.data.tags["sepconc.pbt_changes"]
-    first = tag.split(";")[0]  # "epoch 2: lr 1e-05 -> 0.012 (cloned <id>)"
-    epoch = int(first.split(":")[0].split()[1])
-    new_lr = float(first.split("-> ")[1].split()[0])
-    assert "cloned" in first and epoch >= 2, tag
-    pbt_lr = {m.step: m.value for m in client.get_metric_history(run_.info.run_id, "pbt/lr")}
-    used_lr = {m.step: m.value for m in client.get_metric_history(run_.info.run_id, "lr")}
-    assert pbt_lr[epoch] == pytest.approx(new_lr, rel=1e-3)
-    assert used_lr[epoch] == pytest.approx(pbt_lr[epoch], rel=1e-6)  # the trainer used it
-    assert used_lr[epoch - 1] != pytest.approx(used_lr[epoch], rel=1e-6)
-    steps = [m.step for m in client.get_metric_history(run_.info.run_id, "val_acc1")]
-    assert steps == [1, 2, 3]
-    trial_id = run_.data.tags["sepconc.trial_id"]
-    folder = tmp_path / "runs" / "trials" / "pbt" / trial_id / "checkpoints"
-    assert list(folder.glob("cloned-*/epoch_*.pt")), sorted(p.name for p in folder.iterdir())
+    # every change of either trial (whichever reported last when PBT exploited it: in synch
+    # mode the exploit can come on the clone's own result, before the callbacks see it)
+    for run_ in cloned:
+        tag = run_.data.tags["sepconc.pbt_changes"]
+        pbt_lr = {m.step: m.value for m in client.get_metric_history(run_.info.run_id, "pbt/lr")}
+        used_lr = {m.step: m.value for m in client.get_metric_history(run_.info.run_id, "lr")}
+        for change in tag.split("; "):  # "epoch 2: lr 1e-05 -> 0.012 (cloned <id>)"
+            epoch = int(change.split(":")[0].split()[1])
+            new_lr = float(change.split("-> ")[1].split()[0])
+            donor = change.split("(cloned ")[1].rstrip(")")
+            assert epoch >= 2 and donor in {r.data.tags["sepconc.trial_id"] for r in runs}, tag
+            assert pbt_lr[epoch] == pytest.approx(new_lr, rel=1e-3), (tag, pbt_lr)
+            assert used_lr[epoch] == pytest.approx(new_lr, rel=1e-3), (tag, used_lr)  # trained
+            assert used_lr[epoch - 1] != pytest.approx(used_lr[epoch], rel=1e-6), (tag, used_lr)
+        # pbt/lr at each step is the lr that epoch trained with (the initial one at step 1)
+        assert all(used_lr[step] == pytest.approx(v, rel=1e-3) for step, v in pbt_lr.items())
+        steps = [m.step for m in client.get_metric_history(run_.info.run_id, "val_acc1")]
+        assert steps == [1, 2, 3]
+        trial_id = run_.data.tags["sepconc.trial_id"]
+        folder = tmp_path / "runs" / "trials" / "pbt" / trial_id / "checkpoints"
+        assert list(folder.glob("cloned-*/epoch_*.pt")), sorted(p.name for p in folder.iterdir())
 
 
 def test_trial_budget_stops_the_sweep_and_resume_spends_the_rest(tmp_path):

@@ -19,6 +19,7 @@ runs, sends one HTTP call per key and opens duplicate runs after a restore:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
@@ -30,6 +31,7 @@ from ray.tune import Callback
 
 from sepconc.cost import COST_KEYS
 from sepconc.errors import UserError, clean_reason, fit_line
+from sepconc.sweep.pbt_clone import clone_start_epoch
 from sepconc.sweep.space import describe
 from sepconc.tracking.models import TAG_CHECKPOINT, final_checkpoint
 from sepconc.tracking.record import log_config, log_data_identity, reproducibility_tags
@@ -104,8 +106,9 @@ class MlflowSweepCallback(Callback):
             self._client = tracking_client(self.uri)
         return self._client
 
-    def run_for(self, trial) -> str:
-        """The trial's child run: found by tag (after resume) or created with its params."""
+    def run_for(self, trial, config: dict[str, Any] | None = None) -> str:
+        """The trial's child run: found by tag (after resume) or created with its params
+        (`config`: the trial's Tune config when it started; default `trial.config` now)."""
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
         found = self.client.search_runs(
@@ -118,7 +121,7 @@ class MlflowSweepCallback(Callback):
             self.client.update_run(run_id, status="RUNNING")
             self._logged[run_id] = last_logged_step(self.client, run_id)
         else:
-            flat = self.trial_config(trial)
+            flat = self.trial_config(trial, config)
             tags = {PARENT: self.parent, TAG_KIND: "trial", TAG_SWEEP: self.sweep,
                     TAG_TRIAL: trial.trial_id, TAG_STATUS: "running",
                     **reproducibility_tags(flat["device"], flat["num_workers"],
@@ -143,11 +146,12 @@ class MlflowSweepCallback(Callback):
             return
         log_report(self.client, run_id, cost, step=0)
 
-    def trial_config(self, trial) -> dict[str, Any]:
+    def trial_config(self, trial, config: dict[str, Any] | None = None) -> dict[str, Any]:
         """Every field of the trial's resolved config (`Config.to_flat()`): the config the
         trial trains with (`trial.trial_flat`: base + its params + the sweep's run settings),
         except that it is tracked (`tracking: true` in this store, as its run shows): the
-        `config.yaml` artifact then retrains it as a tracked `train` run."""
+        `config.yaml` artifact then retrains it as a tracked `train` run. `config`: the
+        trial's Tune config to resolve (default `trial.config`)."""
         from sepconc.config import Config
         from sepconc.sweep.trial import trial_flat
 
@@ -156,7 +160,7 @@ class MlflowSweepCallback(Callback):
         fixed = getattr(self, "fixed", None) or {
             "base": self.base, "workers": workers, "gpus_per_worker": gpus,
             "checkpoint_every": 1, "checkpoint_keep": 2, "trials_dir": None}  # fmt: skip
-        flat = trial_flat(trial.config, fixed, trial.trial_id)
+        flat = trial_flat(config or trial.config, fixed, trial.trial_id)
         flat.update(tracking=True, tracking_uri=self.uri)
         try:
             return Config.from_flat(flat, where=f"trial {trial.trial_id}").to_flat()
@@ -212,7 +216,20 @@ class MlflowSweepCallback(Callback):
                       len(self._pending))  # fmt: skip
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._submit(lambda: self.client.set_tag(self.run_for(trial), TAG_STATUS, "running"))
+        # the config it starts with, now: an operation buffered during a store outage runs
+        # later, when PBT may have given the trial new values (`sepconc.sweep.pbt`)
+        config = copy.deepcopy(trial.config)
+        clone = clone_start_epoch(trial)
+        self._submit(lambda: self._log_start(trial, config, clone))
+
+    def _log_start(self, trial, config: dict[str, Any], clone: int | None) -> None:
+        """`running`; a PBT clone (`clone`: the epoch of the other trial's checkpoint it
+        restarts from) retrains the epochs after it: those are logged again, so the newest
+        value of each step is the clone's (asynchronous PBT can hand over an older epoch)."""
+        run_id = self.run_for(trial, config)
+        self.client.set_tag(run_id, TAG_STATUS, "running")
+        if clone is not None and clone < self._logged.get(run_id, 0):
+            self._logged[run_id] = clone
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         epoch = int(result.get("epoch", 0))

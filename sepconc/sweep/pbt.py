@@ -8,12 +8,21 @@ calls `sepconc.sweep.pbt_clone.adopt_clone`, a module without Ray), that checkpo
 folder (its own later checkpoints are moved to `checkpoints/cloned-<time>/`), so training
 goes on from the clone's weights and optimizer state; the new `lr` takes effect because
 the epoch loop sets the optimizer's learning rate from the config every epoch, and
-`pars_beta` is read every step. The run's metric history up to the clone is its own.
+`pars_beta` is read every step. The run's metric history up to the clone is its own;
+epochs it trains again after an older checkpoint (asynchronous PBT) are logged again, the
+newest value of a step being the clone's (`MlflowSweepCallback`). A trial is never made a
+clone at its last epoch, nor handed a checkpoint of it (`SweepPBT`): it would train
+nothing more, yet its folder's final checkpoint (its MLflow run's `sepconc.checkpoint`)
+would be the other trial's, next to its own metrics.
 
 On the driver, `PbtChangesCallback` logs each mutated value as the metric `pbt/<key>` at
 the first epoch trained with it (the initial values at the first epoch) and the tag
-`sepconc.pbt_changes` listing every change (`epoch 3: lr 0.05 -> 0.06 (cloned t0001 at
-epoch 2)`).
+`sepconc.pbt_changes` listing every change (`epoch 3: lr 0.05 -> 0.06 (cloned t0001)`).
+The values an epoch was trained with are the ones its report carries (`result["config"]`,
+the trial process's own config), never `trial.config`: Tune calls the scheduler before
+the callbacks, so when PBT exploits the trial whose result completes a perturbation step
+(in synch mode the last trial to report), `trial.config` already holds the values of the
+*next* epoch while the callback sees the epoch trained with the old ones.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import time
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.schedulers import PopulationBasedTraining
 
 from sepconc.errors import fit_line
 from sepconc.sweep.pbt_clone import cloned_from
@@ -30,6 +40,26 @@ from sepconc.sweep.pbt_clone import cloned_from
 log = logging.getLogger(__name__)
 
 TAG_PBT = "sepconc.pbt_changes"
+
+
+class SweepPBT(PopulationBasedTraining):
+    """Ray's `PopulationBasedTraining` that does not exploit into a trial whose last result
+    was its final epoch (`params.epochs`, else `epochs`: the sweep's), nor hand it a
+    checkpoint of that epoch: it would train nothing more. Ray's PBT does not know a
+    trial's length; in synch mode every trial's last result is a perturbation step."""
+
+    def __init__(self, *, epochs: int, **kwargs):
+        super().__init__(**kwargs)
+        self._epochs = int(epochs)
+
+    def _exploit(self, tune_controller, trial, trial_to_clone):
+        target = int(trial.config.get("params", {}).get("epochs", self._epochs))
+        reached = max(self._trial_state[t].last_train_time for t in (trial, trial_to_clone))
+        if reached >= target:  # it, or the checkpoint it would get, is at its last epoch
+            log.info("trial %s: not cloned from trial %s at epoch %d of %d: nothing left to train",
+                     trial.trial_id, trial_to_clone.trial_id, reached, target)  # fmt: skip
+            return
+        super()._exploit(tune_controller, trial, trial_to_clone)
 
 
 class PbtChangesCallback(Callback):
@@ -81,6 +111,8 @@ class PbtChangesCallback(Callback):
         donor = cloned_from(getattr(trial.checkpoint, "path", None), trial.trial_id)
         if donor:
             self._clone[trial.trial_id] = f"cloned {donor}"
+        else:  # restarted from its own checkpoint: an earlier clone is not this start's source
+            self._clone.pop(trial.trial_id, None)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         try:
@@ -90,7 +122,7 @@ class PbtChangesCallback(Callback):
 
     def _log(self, trial, result: dict) -> None:
         epoch = int(result.get("epoch", 0))
-        params = trial.config.get("params", {})
+        params = trained_params(trial, result)
         run_id = self._run_id(trial.trial_id)
         if run_id is None:
             return
@@ -112,3 +144,14 @@ class PbtChangesCallback(Callback):
             self._client.set_tag(run_id, TAG_PBT, fit_line(line, 4900))
             log.info("trial %s: PBT from epoch %d: %s", trial.trial_id, epoch, moves)
         before.update(changed)
+
+
+def trained_params(trial, result: dict) -> dict[str, Any]:
+    """The params the reported epoch was trained with: those of the trial process's config,
+    which Tune attaches to each result (`result["config"]`); `trial.config` only when the
+    result has none. `trial.config` is the driver's copy, which PBT's exploit replaces
+    before the callbacks see the result that triggered it (module docstring)."""
+    config = result.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("params"), dict):
+        config = trial.config
+    return config.get("params", {})

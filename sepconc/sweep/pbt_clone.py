@@ -25,6 +25,18 @@ def cloned_from(checkpoint_path: str | None, trial_id: str) -> str | None:
     return parts[-2]
 
 
+def clone_start_epoch(trial) -> int | None:
+    """The epoch a PBT clone restarts from: that of the other trial's checkpoint Tune handed
+    it (`trial.latest_checkpoint_result`, whose metrics are the donor's report of it), or
+    None when `trial` (a Tune `Trial`) starts from its own checkpoint or none."""
+    result = getattr(trial, "latest_checkpoint_result", None)
+    path = getattr(getattr(result, "checkpoint", None), "path", None)
+    if cloned_from(path, trial.trial_id) is None:
+        return None
+    epoch = (getattr(result, "metrics", None) or {}).get("epoch")
+    return int(epoch) if isinstance(epoch, (int, float)) else None
+
+
 def adopt_clone(out: Path, restored: Path, donor: str) -> int | None:
     """Make the trial folder `out` continue from `restored` (the checkpoint of trial
     `donor`): its checkpoint becomes the folder's newest; the folder's own checkpoints of

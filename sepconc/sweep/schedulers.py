@@ -202,7 +202,6 @@ def build_scheduler(spec: SweepSpec):
         FIFOScheduler,
         HyperBandScheduler,
         MedianStoppingRule,
-        PopulationBasedTraining,
     )
 
     sched = spec.scheduler
@@ -221,8 +220,10 @@ def build_scheduler(spec: SweepSpec):
     if kind == "pbt":
         from functools import partial
 
-        return PopulationBasedTraining(
-            **common, perturbation_interval=sched["perturbation_interval"],
+        from sepconc.sweep.pbt import SweepPBT
+
+        return SweepPBT(
+            **common, epochs=spec.epochs, perturbation_interval=sched["perturbation_interval"],
             burn_in_period=sched["burn_in_period"],
             quantile_fraction=sched["quantile_fraction"],
             resample_probability=sched["resample_probability"], synch=sched["synch"],

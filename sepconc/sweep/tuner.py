@@ -95,10 +95,10 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
                                     # local_workers) starts the next trial: no start-up. Not
                                     # with Ray Train: its fit() ignores Tune's stop (a reset
                                     # would wait on a stopped trial's workers forever)
-                                    # PBT neither: a clone reset on a reused process once
-                                    # trained its first epoch with the donor's lr (CI run)
-                                    reuse_actors=fixed["launcher"] != "ray_train"
-                                    and sched["type"] != "pbt",
+                                    # (PBT too: a clone's reset process trains with its new
+                                    # values; the CI run that seemed to say otherwise was
+                                    # the change recorded an epoch early: sweep/pbt.py)
+                                    reuse_actors=fixed["launcher"] != "ray_train",
                                     trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(name=paths.tune_name, storage_path=paths.under("tune"),
                                   callbacks=callbacks, verbose=0,
