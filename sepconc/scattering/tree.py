@@ -22,7 +22,15 @@ from torch import nn
 
 from sepconc.errors import UserError
 
-from .tree_fft import MAX_CHUNK_VALUES, TreeFilters, padding_indices, scattering_tree_fft
+from .cpu_chunks import map_chunks
+from .tree_fft import (
+    MAX_CHUNK_VALUES,
+    MAX_CHUNK_VALUES_CPU,
+    TreeFilters,
+    padding_indices,
+    prepare_filters,
+    scattering_tree_fft,
+)
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "ScatteringTree", "scattering_tree_channels"]
 
@@ -104,23 +112,49 @@ class ScatteringTree(nn.Module):
         for name, tensor in tensors.items():
             self.register_buffer(f"fft_{name}", tensor, persistent=False)
         # largest temporary per image channel: order 1 at full size, order 2 from j1 = 0
-        self.chunk_size = max(1, MAX_CHUNK_VALUES // (self.L * bank.Mp * bank.Np * (1 + self.L)))
+        self.values_per_image = self.L * bank.Mp * bank.Np * (1 + self.L)
+        #: image channels per chunk; None: from the device (``chunk_values``)
+        self.chunk_size: int | None = None
+
+    def chunk_values(self, device: torch.device) -> int:
+        """Image channels per chunk of the ``fft`` tree on ``device``: ``chunk_size`` if set,
+        else as many as keep the largest temporary under ``MAX_CHUNK_VALUES_CPU`` (CPU) or
+        ``MAX_CHUNK_VALUES`` (accelerators)."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        budget = MAX_CHUNK_VALUES_CPU if device.type == "cpu" else MAX_CHUNK_VALUES
+        return max(1, budget // self.values_per_image)
 
     def _forward_fft(self, x: torch.Tensor) -> torch.Tensor:
-        """``(X, M, N) -> (X, K, M//2^J, N//2^J)``, in chunks of ``chunk_size`` images."""
-        J, dt = self.J, x.dtype
+        """``(X, M, N) -> (X, K, M//2^J, N//2^J)``, in chunks (``chunk_values``); on CPU
+        with several threads the chunks run side by side, one per core (``cpu_chunks``)."""
+        f = self._prepared(x.dtype)
+        chunks = x.split(self.chunk_values(x.device))
+        threads = torch.get_num_threads()
+        if x.device.type == "cpu" and threads > 1 and len(chunks) > 1:  # a core per chunk
+            parts = map_chunks(lambda part: scattering_tree_fft(part, f), chunks, threads)
+        else:
+            parts = [scattering_tree_fft(part, f) for part in chunks]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _prepared(self, dtype: torch.dtype) -> dict:
+        """``prepare_filters`` of the buffers for ``dtype``, cached until they move."""
+        J = self.J
 
         def get(name: str) -> torch.Tensor | None:
-            t = getattr(self, f"fft_{name}")
-            return t.to(dt) if t is not None and t.is_floating_point() else t
+            return getattr(self, f"fft_{name}")
 
-        f = {"rows": get("rows"), "cols": get("cols"), "low0": get("low0"),
-             "phi": [get(f"phi_{j}") for j in range(J)],
-             "low": [get(f"low_{j}") for j in range(J)],
-             "psi1": [get(f"psi1_{j}") for j in range(J)],
-             "psi2": {(a, b): get(f"psi2_{a}_{b}") for a in range(J) for b in range(a + 1, J)}}  # fmt: skip
-        parts = [scattering_tree_fft(part, f) for part in x.split(self.chunk_size)]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        key = (dtype, self.fft_phi_0.device, self.fft_phi_0.data_ptr())
+        cached = getattr(self, "_prepared_cache", None)
+        if cached is None or cached[0] != key:
+            t = {"rows": get("rows"), "cols": get("cols"), "low0": get("low0"),
+                 "phi": [get(f"phi_{j}") for j in range(J)],
+                 "low": [get(f"low_{j}") for j in range(J)],
+                 "psi1": [get(f"psi1_{j}") for j in range(J)],
+                 "psi2": {(a, b): get(f"psi2_{a}_{b}") for a in range(J) for b in range(a + 1, J)}}  # fmt: skip
+            cached = (key, prepare_filters(t, dtype))
+            self._prepared_cache = cached
+        return cached[1]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """Checkpoints load across backends: Kymatio's filter buffers (``scattering.*``,
