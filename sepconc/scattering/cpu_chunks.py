@@ -23,8 +23,17 @@ __all__ = ["map_chunks"]
 
 _LOCK = threading.Lock()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
-# a forked child has the dict but not the threads
-os.register_at_fork(after_in_child=_POOLS.clear)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has the pools but not their threads, and maybe a lock held by a
+    thread that does not exist there: both start afresh."""
+    global _LOCK
+    _POOLS.clear()
+    _LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _single_threaded() -> None:
