@@ -1,6 +1,7 @@
-"""The one exception type that user-facing code turns into a one-line error, and a helper
-that makes a library exception's text fit for such a line."""
+"""The one exception type that user-facing code turns into a one-line error, and helpers
+that make a library exception's text, or a number, fit for such a line."""
 
+import math
 import re
 
 
@@ -37,3 +38,14 @@ def clean_reason(exc: BaseException, limit: int = 160, whole: bool = False) -> s
     if not lines:
         return type(exc).__name__
     return fit_line(" ".join(lines) if whole else lines[0], limit)
+
+
+def short_number(value: float) -> str:
+    """A number for a message or a table cell: 4 significant digits (``0.003123``), a whole
+    number in full (a count such as ``params`` logged as a float: ``58030``, not
+    ``5.803e+04``), ``nan`` as is."""
+    if math.isnan(value):
+        return "nan"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"

@@ -234,6 +234,11 @@ def test_progress_says_stopped_at_epoch_and_rung_with_short_numbers(caplog):
                           {"trial": "12e45678", "lr": "0.1", "run_id": "00000001"}])  # fmt: skip
     assert all(t in table for t in ("86459226", "12e45678", "00000001")), table
     assert "e+" not in table, table
+    # counts logged as float metrics (params, flops) are whole numbers, shown in full
+    table = format_table([{"trial": "t1", "params": 58030.0, "flops": 1234567890.0,
+                           "val_loss": 0.123456, "run_id": "ab12"}])  # fmt: skip
+    assert "58030 " in table and "1234567890 " in table and "0.1235 " in table, table
+    assert "e+" not in table, table
 
 
 @pytest.mark.parametrize("change, expect", [

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
+
+from sepconc.errors import short_number
 
 FLOAT_TEXT = re.compile(r"^-?\d+(\.\d+)?([eE]-?\d+)?$")
 #: Columns that hold names, never numbers: a trial id such as `86459226` or `12e45678`
@@ -45,9 +46,11 @@ def print_table(rows: list[dict], title: str = "", as_csv: bool = False) -> None
 
 
 def _fmt(value) -> str:
-    """A cell: floats (and float parameters, logged as text) at 4 significant digits."""
+    """A cell: floats (and float parameters, logged as text) at 4 significant digits; a
+    whole number (a count such as `params` or `flops`, logged as a float metric) in full,
+    58030 rather than 5.803e+04."""
     if isinstance(value, str) and FLOAT_TEXT.match(value):
         value = float(value)  # a sampled lr is logged as 0.003123456789012345
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
+        return short_number(value)
     return str(value)

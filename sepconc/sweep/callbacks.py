@@ -30,7 +30,7 @@ from typing import Any
 from ray.tune import Callback
 
 from sepconc.cost import COST_KEYS
-from sepconc.errors import UserError, clean_reason, fit_line
+from sepconc.errors import UserError, clean_reason, fit_line, short_number
 from sepconc.sweep.pbt_clone import clone_start_epoch
 from sepconc.sweep.space import describe
 from sepconc.tracking.models import TAG_CHECKPOINT, final_checkpoint
@@ -306,7 +306,7 @@ def _error_line(trial) -> str:
 
 def _number(value) -> str:
     """A metric as the table shows it: 4 significant digits, '-' when not reported yet."""
-    return "-" if value is None else f"{value:.4g}"
+    return "-" if value is None else short_number(value)
 
 
 class ProgressCallback(Callback):

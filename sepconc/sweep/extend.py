@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sepconc.config import FIELD_SECTION, Config
-from sepconc.errors import UserError
+from sepconc.errors import UserError, short_number
 from sepconc.sweep.paths import SweepPaths, read_meta, sweep_paths
 from sepconc.sweep.spec import SweepSpec, load_sweep
 from sepconc.tracking.read import Trial, sweep_trials
@@ -119,7 +119,7 @@ def reused_lines(spec: SweepSpec, previous: Previous) -> list[str]:
     for params, result in previous:
         if identity(spec, params) in planned:
             shown = {k: v for k, v in params.items() if k in spec.search}
-            values = ", ".join(f"{m} {v:.4g}" for m, v in result.items())
+            values = ", ".join(f"{m} {short_number(v)}" for m, v in result.items())
             lines.append(f"  {describe(shown)}: {values or 'no result logged'}")
     return lines
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sepconc.config import PER_BLOCK, Config
+from sepconc.errors import short_number
 
 # one trial's config and a search entry's checked values live there (no import cycle with
 # constraints/dedup); callers import them from here as before
@@ -239,5 +240,5 @@ def describe_variant(spec: SweepSpec, params: dict[str, Any], config: Config | N
 def describe(params: dict[str, Any]) -> str:
     """`key=value ...` of a trial's swept parameters (for messages and tables); floats at 4
     significant digits."""
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+    return " ".join(f"{k}={short_number(v)}" if isinstance(v, float) else f"{k}={v}"
                     for k, v in params.items()) or "(base)"  # fmt: skip
