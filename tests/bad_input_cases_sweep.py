@@ -219,11 +219,14 @@ SWEEP_CASES.update({
 # issue 13.7 (extend): per-block rules (sepconc/sweep/rules.py)
 SWEEP_CASES.update({
     "search_rule_non_integer_width": sweep_case(
-        "search.frame_width.grid: scale 0.5 x of 15 gives the width 7.5, not a whole number",
+        "search.frame_width: scale 0.5 x of 15 gives the width 7.5, not a whole number",
         search={"frame_width": {"scale": [0.5, 1], "of": [15]}}),
     "search_rule_not_per_block": sweep_case(
-        "search.lr.grid: a rule ({scale, of} or {start, factor}) gives per-block lists; lr is "
+        "search.lr: a rule ({scale, of} or {start, factor}) gives per-block lists; lr is "
         "not a per-block option", search={"lr": {"start": [1], "factor": 2}}),
+    "search_rule_under_grid_names_grid": sweep_case(
+        "search.frame_width.grid.start needs whole numbers > 0 (a number or a list), got [8.5]",
+        search={"frame_width": {"grid": {"start": [8.5], "factor": 2}}}),
     # issue 13.6 (extend): --extend needs the sweep to exist
     "extend_without_a_sweep": Case(
         "sweep s.yaml --extend", r"^error: --extend: no sweep named 's' in runs/sweeps to extend; "

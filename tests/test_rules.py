@@ -57,10 +57,10 @@ def test_start_factor_resolves_per_trial_n_blocks():
 
 
 @pytest.mark.parametrize("search, expect", [
-    ({"lr": {"scale": [1, 2], "of": [0.1]}}, "search.lr.grid: a rule ({scale, of} or {start, "
+    ({"lr": {"scale": [1, 2], "of": [0.1]}}, "search.lr: a rule ({scale, of} or {start, "
                                             "factor}) gives per-block lists; lr is not"),
     ({"frame_width": {"scale": [0.5], "of": [15, 16]}},
-     "search.frame_width.grid: scale 0.5 x of 15 gives the width 7.5, not a whole number"),
+     "search.frame_width: scale 0.5 x of 15 gives the width 7.5, not a whole number"),
     ({"frame_width": {"grid": {"scale": [1], "off": [16]}}}, "a rule is {scale: [...], of:"),
     ({"frame_width": {"start": [8.5], "factor": 2}}, "start needs whole numbers > 0"),
     ({"frame_width": {"start": [5], "factor": 1.5}, "n_blocks": {"grid": [2]}},

@@ -52,7 +52,8 @@ def search_entry(key: str, value: Any, where: str) -> tuple[Any, str | None]:
 
 def _search_entry(key: str, value: Any, where: str) -> Any:
     if is_rule(value) or (isinstance(value, dict) and set(value) & (SCALE_KEYS | START_KEYS)):
-        value = {"grid": value}
+        # a bare rule is a grid; its messages name what the file says (no `.grid`)
+        return {"grid": expand_rule(key, value, where)}
     if not isinstance(value, dict) or len(value) != 1:
         return value
     kind, args = next(iter(value.items()))
