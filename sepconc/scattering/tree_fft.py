@@ -266,8 +266,7 @@ class _Modulus(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor) -> torch.Tensor:
-        re = torch.view_as_real(z)
-        out = torch.addcmul(re[..., 0] * re[..., 0], re[..., 1], re[..., 1]).sqrt_()
+        out = _modulus_value(z)
         ctx.save_for_backward(z, out)
         return out
 
@@ -282,7 +281,14 @@ def _modulus(z: torch.Tensor) -> torch.Tensor:
     """``|z|`` of a complex tensor ``(...)`` -> real ``(...)``, Kymatio's ``ModulusStable``
     (gradient 0 at 0). Two fused passes over the real and imaginary parts: 4x faster on CPU
     than ``abs`` or ``vector_norm``, which reduce over a length-2 axis."""
-    return _Modulus.apply(z)
+    if z.requires_grad and torch.is_grad_enabled():
+        return _Modulus.apply(z)
+    return _modulus_value(z)  # no graph: without the autograd.Function's per-call cost
+
+
+def _modulus_value(z: torch.Tensor) -> torch.Tensor:
+    re = torch.view_as_real(z)
+    return torch.addcmul(re[..., 0] * re[..., 0], re[..., 1], re[..., 1]).sqrt_()
 
 
 def _low(u: torch.Tensor, matrix: torch.Tensor | None, phi: torch.Tensor, k: int, shape):
