@@ -132,7 +132,9 @@ def run_validate(args: argparse.Namespace) -> int:
     from sepconc.sweep.validate import summary_lines, validate_sweep
 
     spec = load_sweep(args.file, args.overrides)
-    problems = validate_resources(spec, args.address, args.fix_resources)
+    lines, problems = validate_resources(spec, args.address, args.fix_resources)
+    for line in lines:
+        print(line)
     try:
         variants = validate_sweep(spec, build=args.build)
     except UserError as exc:  # every impossible trial: listed with the resource problems

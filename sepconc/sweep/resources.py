@@ -152,20 +152,25 @@ def resources_line(resources: dict[str, Any]) -> str:
     return f"resources: {{{inner}}}"
 
 
-def validate_resources(spec, address: str | None = None, fix: bool = False) -> list[str]:
-    """For `validate`: fit `resources: auto` (and print it), print a fitted `resources:` line
-    with `fix`; returns the resource problems (each one line, a hint line after them)."""
+def validate_resources(spec, address: str | None = None,
+                       fix: bool = False) -> tuple[list[str], list[str]]:  # fmt: skip
+    """For `validate`: fit `resources: auto` (into `spec.resources`), and with `fix` a fitted
+    `resources:` line to paste. Returns `(lines, problems)`: what the command line prints
+    (the fitted resources), and the resource problems (each one line, a hint line after
+    them)."""
     totals = cluster_totals(address) if address else local_totals()
     fitted = fit_resources(spec.base.get("batch_size", OptimConfig().batch_size), totals)
+    lines = []
     if spec.auto_resources:
         spec.resources = {**spec.resources, **fitted}
-        print(
-            f"resources: auto -> {resources_line(fitted)[11:]} ({describe_totals(totals, address)})"
-        )
+        lines.append(f"resources: auto -> {resources_line(fitted)[11:]} "
+                     f"({describe_totals(totals, address)})")  # fmt: skip
     if fix:
-        print(f"{describe_totals(totals, address)}; this fits it:\n  {resources_line(fitted)}")
+        lines.append(
+            f"{describe_totals(totals, address)}; this fits it:\n  {resources_line(fitted)}"
+        )
     problems = resource_problems(spec, address, totals)
     if problems and not fix:
         problems.append("hint: `python launch.py validate FILE --fix-resources` prints a "
                         "resources: line that fits (or write `resources: auto`)")  # fmt: skip
-    return problems
+    return lines, problems
