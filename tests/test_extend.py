@@ -41,3 +41,24 @@ def test_logged_values_become_the_files_options():
     assert as_options(rule, {"frame_width": [16, 32, 64], "lr": 0.1}) == {
         "frame_width": "16*2^block", "lr": 0.1}  # fmt: skip
     assert as_options(spec(), {"frame_width": [32], "lr": 0.1}) == {"frame_width": 32, "lr": 0.1}
+
+
+def test_extension_budget_is_the_files_and_counts_what_was_spent(tmp_path):
+    """`--extend`: the file's budget with the sweep's spending; a spent one refused."""
+    import pytest
+
+    from sepconc.errors import UserError
+    from sepconc.sweep.budget import extend_state, parse_duration, write_state
+
+    write_state(tmp_path, {"trials": 2}, {"seconds": 30.0, "gpu_hours": 0.0,
+                                          "started": ["a", "b"], "ended": "2 trials"})  # fmt: skip
+    with pytest.raises(UserError, match=r"^--extend: sweep 't' has spent its budget 2 trials "
+                                        r"\(30 s, 0.00 GPU-hours, 2 trials started\); raise "
+                                        r"budget.trials in the sweep file to add trials$"):  # fmt: skip
+        extend_state(tmp_path, {"trials": 2}, "t")
+    state = extend_state(tmp_path, {"trials": 3}, "t")
+    assert state["budget"] == {"trials": 3}
+    assert state["spent"]["started"] == ["a", "b"] and state["spent"]["ended"] is None
+    assert extend_state(tmp_path, {}, "t")["budget"] == {}  # no budget: nothing to refuse
+    with pytest.raises(UserError, match=r"budget time 20s .* raise budget.time in"):
+        extend_state(tmp_path, {"time": "20s", "time_s": parse_duration("20s")}, "t")

@@ -5,6 +5,9 @@ configuration, as a child of the same MLflow parent run (the finished trials kee
 runs, none is rerun, and the command lists them as reused); its trials run in their own
 Tune experiment (`tune/<name>-ext1`, named in `sweep.json`), and `resume` continues that
 one; extending again with the same file runs nothing; `compare` shows old and new trials.
+The study's budget: the first sweep's `budget: {trials: 2}` is spent by its 2 trials, so an
+extension under it is refused in one line (exit 2, the sweep unchanged), and the file's
+raised `budget: {trials: 3}` is the one the extension runs under (`budget.json`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ def children(runs) -> dict[str, tuple[float, str]]:
 def test_extend_adds_new_configurations_to_the_same_parent(tmp_path):
     runs = tmp_path / "runs"
     first = sweep_file(tmp_path, NAME, BASE, lrs=[0.01, 0.001], workers=1)
+    spec = yaml.safe_load(first.read_text())
+    first.write_text(yaml.safe_dump({**spec, "budget": {"trials": 2}}))
     launch("sweep", first, "--runs-dir", runs)
     before = children(runs)
     assert sorted(lr for lr, _ in before.values()) == [0.001, 0.01]
@@ -52,6 +57,17 @@ def test_extend_adds_new_configurations_to_the_same_parent(tmp_path):
     grown = yaml.safe_load(first.read_text())
     grown["search"]["lr"]["grid"] = [0.01, 0.001, 0.1]
     second = tmp_path / "grown.yaml"
+    second.write_text(yaml.safe_dump(grown))
+    state = {n: (runs / "sweeps" / NAME / n).read_text() for n in ("sweep.json", "budget.json")}
+    refused = run_launch("sweep", second, "--extend", "--runs-dir", runs, timeout=300,
+                         env=launch_env(keep_pythonpath=True))  # fmt: skip
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: --extend: sweep '{NAME}' has spent its budget 2 trials ("), line
+    assert line.endswith("raise budget.trials in the sweep file to add trials"), line
+    assert "Traceback" not in refused.stderr, refused.stderr
+    assert state == {n: (runs / "sweeps" / NAME / n).read_text() for n in state}  # unchanged
+    grown["budget"] = {"trials": 3}
     second.write_text(yaml.safe_dump(grown))
     out = launch("sweep", second, "--extend", "--runs-dir", runs).stdout
     assert "1 trials in" in out and "reused 2 finished trial(s)" in out, out
@@ -63,6 +79,8 @@ def test_extend_adds_new_configurations_to_the_same_parent(tmp_path):
     meta = json.loads((runs / "sweeps" / NAME / "sweep.json").read_text())
     assert meta["parent_run_id"] == parent and meta["tune_name"] == f"{NAME}-ext1"
     assert (runs / "tune" / f"{NAME}-ext1").is_dir() and (runs / "tune" / NAME).is_dir()
+    budget = json.loads((runs / "sweeps" / NAME / "budget.json").read_text())
+    assert budget["budget"]["trials"] == 3 and len(budget["spent"]["started"]) == 3, budget
 
     again = launch("sweep", second, "--extend", "--runs-dir", runs).stdout
     assert "0 trials in" in again and "reused 3 finished trial(s)" in again, again

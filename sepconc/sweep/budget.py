@@ -13,7 +13,8 @@ When one is reached the sweep starts no new trial and no new epoch: each running
 finishes the epoch it is in (its checkpoint is kept) and is paused; trials never started
 stay `not_started`. The summary says which budget ended the sweep; the amounts spent are
 kept in `runs/sweeps/<name>/budget.json`, so `resume NAME` continues under what is left
-(`resume NAME --set budget.time=4h` raises a budget). The mechanism is a Tune scheduler
+(`resume NAME --set budget.time=4h` raises a budget), and so does `sweep FILE --extend`
+under the file's `budget:` (the study's: raise it there to add trials). The mechanism is a Tune scheduler
 wrapped around the sweep's own
 (`sepconc.sweep.budget_scheduler.BudgetScheduler`).
 """
@@ -110,6 +111,26 @@ def write_state(meta_dir: Path, budget: dict[str, Any], spent: dict[str, Any]) -
     tmp = path.with_name(f".{FILE}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps({"budget": budget, "spent": spent}, indent=1))
     os.replace(tmp, path)
+
+
+def extend_state(meta_dir: Path, budget: dict[str, Any], name: str) -> dict[str, Any]:
+    """Before `sweep FILE --extend`: the file's `budget:` is the study's, and what the sweep
+    spent so far counts against it (its trials started included). Returns the
+    `budget.json` state to write when the extension starts (`write_state`); a budget the
+    sweep has already spent is refused (`UserError`, one line naming it and the fix)."""
+    from sepconc.errors import UserError
+
+    spent = read_spent(meta_dir)
+    ended = exhausted(budget, spent)
+    key = "time" if ended and ended.startswith("time") else "gpu_hours"
+    if ended is None and "trials" in budget and len(spent["started"]) >= budget["trials"]:
+        ended, key = f"{budget['trials']} trials", "trials"
+    if ended:
+        raise UserError(f"--extend: sweep '{name}' has spent its budget {ended} "
+                        f"({_duration(spent['seconds'])}, {spent['gpu_hours']:.2f} GPU-hours, "
+                        f"{len(spent['started'])} trials started); raise budget.{key} in the "
+                        f"sweep file to add trials")  # fmt: skip
+    return {"budget": budget, "spent": {**spent, "ended": None}}
 
 
 def exhausted(budget: dict[str, Any], spent: dict[str, Any]) -> str | None:

@@ -10,11 +10,15 @@
   `tune/<name>`; `sweep.json` names the latest (`tune_name`), so `resume NAME` continues
   the extension. The file of each extension is kept (`sweep.yaml` is the latest, the one
   before it `sweep-before-ext<k>.yaml`) and logged to the parent run.
+- The file's `budget:` is the study's: what the sweep spent so far (trials started, time,
+  GPU-hours) counts against it; raise it in the file to add trials.
 - Refused in one line before anything is written: no such sweep, a sweep whose trials are
-  not all finished (`resume` it first), another tracking store or storage.
+  not all finished (`resume` it first), another tracking store or storage, a budget the
+  sweep has already spent.
 
-A start that fails before Tune has written the extension's state puts `sweep.json` and
-`sweep.yaml` back as they were: the sweep is unchanged and `--extend` can be run again.
+A start that fails before Tune has written the extension's state puts `sweep.json`,
+`sweep.yaml` and `budget.json` back as they were: the sweep is unchanged and `--extend`
+can be run again.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import Any
 
 from sepconc.config import FIELD_SECTION, Config
 from sepconc.errors import UserError, short_number
+from sepconc.sweep.budget import FILE as BUDGET_FILE
+from sepconc.sweep.budget import extend_state, write_state
 from sepconc.sweep.paths import SweepPaths, read_meta, sweep_paths
 from sepconc.sweep.spec import SweepSpec, load_sweep
 from sepconc.tracking.read import Trial, sweep_trials
@@ -177,9 +183,11 @@ def extend(spec: SweepSpec, address: str | None = None, tracking_uri: str | None
                "reused": reused}  # fmt: skip
     if not new and not model_based:
         return summary
+    budget = extend_state(paths.meta_dir, spec.budget, spec.name)  # refuses a spent budget
     driver.preflight(spec, paths, address or meta.get("address"), meta["tracking_uri"])
     number = len(meta.get("extensions", [])) + 1
-    before = {n: (paths.meta_dir / n).read_text() for n in ("sweep.json", "sweep.yaml")}
+    before = {n: (paths.meta_dir / n).read_text()
+              for n in ("sweep.json", "sweep.yaml", BUDGET_FILE) if (paths.meta_dir / n).exists()}  # fmt: skip
     meta = {**meta, "tune_name": f"{spec.name}-ext{number}",
             "extensions": [*meta.get("extensions", []), f"{spec.name}-ext{number}"]}  # fmt: skip
     paths.experiment = meta["tune_name"]
@@ -190,6 +198,7 @@ def extend(spec: SweepSpec, address: str | None = None, tracking_uri: str | None
         (paths.meta_dir / f"sweep-before-ext{number}.yaml").write_text(before["sweep.yaml"])
         (paths.meta_dir / "sweep.yaml").write_text(spec.text)
         (paths.meta_dir / "sweep.json").write_text(json.dumps(meta, indent=1))
+        write_state(paths.meta_dir, budget["budget"], budget["spent"])  # the file's budget
         client = tracking_client(meta["tracking_uri"])
         client.log_artifact(meta["parent_run_id"], str(paths.meta_dir / "sweep.yaml"),
                             artifact_path=f"ext{number}")  # fmt: skip
