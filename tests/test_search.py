@@ -167,3 +167,23 @@ def test_tpe_never_suggests_the_same_trial_twice():
             found.append(suggested["params"])
             searcher.on_trial_complete(f"t{i}", {"val_acc1": 50.0, "params": 1000})
         assert len(found) == distinct and all(found.count(p) == 1 for p in found)
+
+
+def test_validate_marks_the_configurations_it_merges():
+    """`validate`'s list: a configuration that builds the same trial as an earlier one says
+    so (the count line says 4 merged; the list shows which)."""
+    from sepconc.sweep.validate import summary_lines, validate_sweep
+
+    spec = grid_sweep()
+    lines = summary_lines(spec, validate_sweep(spec, build=False))
+    merged = [line.strip() for line in lines if line.endswith("(merged)")]
+    assert merged == [
+        "arch=analysis frame_width=[8] P_proj_size=[8]: the same trial as arch=analysis "
+        "frame_width=[8] P_proj_size=[4] (merged)",
+        "arch=analysis frame_width=[16] P_proj_size=[8]: the same trial as arch=analysis "
+        "frame_width=[16] P_proj_size=[4] (merged)",
+        "arch=scatnet frame_width=[16] P_proj_size=[4]: the same trial as arch=scatnet "
+        "frame_width=[8] P_proj_size=[4] (merged)",
+        "arch=scatnet frame_width=[16] P_proj_size=[8]: the same trial as arch=scatnet "
+        "frame_width=[8] P_proj_size=[8] (merged)",
+    ], merged

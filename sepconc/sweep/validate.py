@@ -13,6 +13,7 @@ from sepconc.cost import model_cost
 from sepconc.data import dataset_spec
 from sepconc.errors import UserError
 from sepconc.sweep.constraints import cost_violations
+from sepconc.sweep.dedup import drop_inapplicable, trial_key
 from sepconc.sweep.space import (
     architecture_variants,
     describe,
@@ -33,6 +34,7 @@ class Variant:
     parameters: int
     flops: int = 0
     refused: list[str] = field(default_factory=list)  # broken `constraints:` bounds
+    same_as: str | None = None  # an earlier variant with the same resolved config: merged
 
 
 def validate_sweep(spec: SweepSpec, build: bool = True) -> list[Variant]:
@@ -44,7 +46,7 @@ def validate_sweep(spec: SweepSpec, build: bool = True) -> list[Variant]:
     architecture is also instantiated (on CPU) and its real parameter count compared
     with the formula. When every configuration breaks the constraints, that is a problem.
     """
-    variants, seen, built, problems = [], {}, set(), []
+    variants, seen, built, problems, first = [], {}, set(), [], {}
     for variant in architecture_variants(spec):
         problems += variant.problems
         config = variant.config
@@ -67,8 +69,12 @@ def validate_sweep(spec: SweepSpec, build: bool = True) -> list[Variant]:
             problems += [f"trial {variant.label}: {line}" for line in str(exc).splitlines()]
             continue
         cost = seen[key]
+        # merged as `plan_trials` merges: options that do not apply dropped, then same config
+        same = first.setdefault(trial_key(spec, drop_inapplicable(spec, variant.params)[0]),
+                                variant.label)  # fmt: skip
         variants.append(Variant(variant.label, cost["params"], cost["flops"],
-                                cost_violations(spec.constraints, cost)))  # fmt: skip
+                                cost_violations(spec.constraints, cost),
+                                same if same != variant.label else None))  # fmt: skip
     for check in EXTRA_CHECKS:
         problems += check(spec)
     if variants and all(v.refused for v in variants):
@@ -100,7 +106,7 @@ def summary_lines(spec: SweepSpec, variants: list[Variant]) -> list[str]:
               if spec.searcher["type"] in MODEL_BASED else f"{count} distinct trials")  # fmt: skip
     lines = [
         f"sweep {spec.name}: {trials}; {len(variants)} configuration(s) checked (each discrete "
-        f"option, drawn values at their range's middle; listed below before merging)",
+        f"option, drawn values at their range's middle; listed below, identical ones marked)",
         f"per trial: {res['workers_per_trial']} DDP worker(s) x {res['cpus_per_worker']:g} CPU"
         f" + {res['gpus_per_worker']:g} GPU",
     ]  # fmt: skip
@@ -114,6 +120,9 @@ def summary_lines(spec: SweepSpec, variants: list[Variant]) -> list[str]:
         lines.append(f"base {note}")
     lines += search_lines(spec)
     for v in variants:
+        if v.same_as:
+            lines.append(f"  {v.params}: the same trial as {v.same_as} (merged)")
+            continue
         refused = f"  REFUSED by constraints: {', '.join(v.refused)}" if v.refused else ""
         lines.append(f"  {v.params}: parameters {v.parameters:,}, flops {v.flops:,}{refused}")
     return lines
