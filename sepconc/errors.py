@@ -41,11 +41,14 @@ def clean_reason(exc: BaseException, limit: int = 160, whole: bool = False) -> s
 
 
 def short_number(value: float) -> str:
-    """A number for a message or a table cell: 4 significant digits (``0.003123``), a whole
-    number in full (a count such as ``params`` logged as a float: ``58030``, not
-    ``5.803e+04``), ``nan`` as is."""
-    if math.isnan(value):
-        return "nan"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
+    """A number for a message or a table cell: 4 significant digits (``0.003123``, ``96.39``),
+    from 1000 on to the unit (a count such as ``params`` logged as a float: ``58030``, a
+    seed ``1627694678``, a rate ``30931`` images/s; not ``5.803e+04``); ``nan``, ``inf`` and
+    magnitudes from 1e15 as ``.4g``."""
+    if (
+        math.isfinite(value)
+        and (float(value).is_integer() or abs(value) >= 1000)
+        and abs(value) < 1e15
+    ):
+        return f"{value:.0f}"
     return f"{value:.4g}"

@@ -145,6 +145,15 @@ def test_varying_rule():
     assert varying_params([a, _trial("d", {})]) == []  # a run without params is skipped
     failed = _trial("e", {"lr": "0.2", "seed": "0"}, status="failed")
     assert varying_params([a, failed]) == ["lr"]  # failed trials count
+    # a trial that failed before its config resolved logged only what it was given: what it
+    # lacks is unknown, not a different value (it made every field vary)
+    full = {"lr": "0.1", "seed": "0", "frame_width": "[16]", "non_linearity": "relu"}
+    partial = _trial("f", {"lr": "0.2", "seed": "0"}, status="failed")
+    assert varying_params([_trial("g", full), _trial("h", {**full, "lr": "0.3"}), partial]) == [
+        "lr"
+    ]
+    assert varying_params([_trial("g", full), _trial("h", {**full, "seed": "1"}), partial]) == [
+        "lr", "seed"]  # fmt: skip
 
 
 def test_ranking_follows_the_mode_and_breaks_ties():

@@ -18,6 +18,9 @@ trials hold different values for it, where
 - every trial that logged parameters counts, failed ones included: a failed trial is a
   configuration the sweep tried, and what distinguishes it is what `compare` must show;
 - a trial that did not log the parameter holds "absent", which differs from any value;
+  except a failed trial: one whose config did not resolve logged only what it was given
+  (every other run logs every field), so what it lacks is unknown, not different (else
+  one such trial made every field "vary" in `compare`, the summary and `report`);
 - the per-run bookkeeping (`BOOKKEEPING`: output folders, checkpoint cadence, tracking
   settings, the worker count) never varies in the user's sense: each trial has its own
   folder. The seed is not bookkeeping: a sweep over seeds lists it.
@@ -172,12 +175,17 @@ def _hashable(value: Any) -> Any:
 def varying_params(trials: list[Trial]) -> list[str]:
     """The parameters that vary across `trials`, sorted by name (the rule: module docstring).
 
-    Trials that logged no parameter at all (a run created but not yet filled) are skipped.
+    Trials that logged no parameter at all (a run created but not yet filled) are skipped;
+    a failed trial counts only with the parameters it logged.
     """
-    params = [t.params for t in trials if t.params]
-    keys = set().union(*params) - BOOKKEEPING if params else set()
-    return sorted(k for k in keys
-                  if len({parse_param(k, p[k]) if k in p else _ABSENT for p in params}) > 1)  # fmt: skip
+    logged = [t for t in trials if t.params]
+    keys = set().union(*(t.params for t in logged)) - BOOKKEEPING if logged else set()
+
+    def values(key: str) -> set:
+        return {parse_param(key, t.params[key]) if key in t.params else _ABSENT
+                for t in logged if key in t.params or t.status != "failed"}  # fmt: skip
+
+    return sorted(k for k in keys if len(values(k)) > 1)
 
 
 def mode_for(metric: str) -> str:

@@ -11,6 +11,7 @@ import time
 
 from sepconc.config import Config
 from sepconc.distributed import broadcast_object
+from sepconc.errors import short_number
 from sepconc.loop import evaluate, learning_rate, train_epoch
 from sepconc.probes import block_statistics, weight_diagnostics
 from sepconc.progress import EpochProgress, track
@@ -86,4 +87,4 @@ def epoch_metrics(epoch: int, lr: float, train: dict, val: dict, train_seconds: 
 
 def summary(metrics: dict[str, float]) -> str:
     """One log line of the main metrics (`train_loss=0.5 ... images_per_s=1e+03`)."""
-    return " ".join(f"{k}={metrics[k]:.4g}" for k in SUMMARY_KEYS if k in metrics)
+    return " ".join(f"{k}={short_number(metrics[k])}" for k in SUMMARY_KEYS if k in metrics)
