@@ -52,3 +52,8 @@ def short_number(value: float) -> str:
     ):
         return f"{value:.0f}"
     return f"{value:.4g}"
+
+
+def counted(n: int, noun: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``: ``n`` and the noun in the number it takes."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -93,8 +93,8 @@ def check_out_folder(out: str | Path | None, resume: str | Path | None) -> None:
         )
     if not same_folder(run_folder_of(resume), out):
         raise UserError(
-            f"--out {out} already holds another run ({held}) than --resume {resume}; choose "
-            f"a fresh --out, or --resume {out} to continue the run there"
+            f"--out {out} holds a run ({held}) other than the one --resume {resume} continues; "
+            f"choose a fresh --out, or --resume {out} to continue the run there"
         )
 
 

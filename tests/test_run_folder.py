@@ -112,8 +112,9 @@ def test_new_run_in_a_folder_that_holds_a_run_is_refused(two_epochs, tmp_path):
     )
     other = tmp_path / "other"
     train(config(out=other, epochs=1))
-    with pytest.raises(UserError, match=rf"--out {two_epochs} already holds another run .*"
-                       rf"than --resume {other}; choose a fresh --out"):  # fmt: skip
+    with pytest.raises(UserError, match=rf"--out {two_epochs} holds a run \(checkpoints up to "
+                       rf"epoch 2\) other than the one --resume {other} continues; choose a "
+                       rf"fresh --out, or --resume {two_epochs} to continue the run there$"):  # fmt: skip
         train(config(out=two_epochs, epochs=3, resume=other))
     assert snapshot(two_epochs) == before  # nothing written, nothing deleted
 

@@ -223,7 +223,11 @@ def test_progress_says_stopped_at_epoch_and_rung_with_short_numbers(caplog):
         progress.on_trial_complete(0, [], weak)
         progress.on_trial_result(0, [], strong, {"epoch": 4, "val_acc1": 95.5})
         progress.on_trial_complete(0, [], strong)
+        short = SimpleNamespace(trial_id="t3", config={"params": {"lr": 0.05, "epochs": 1}})
+        progress.on_trial_result(0, [], short, {"epoch": 1, "val_acc1": 90.0})
+        progress.on_trial_complete(0, [], short)
     text = caplog.text
+    assert "trial t3 finished: 1 epoch, val_acc1=90" in text, text
     assert "trial t1 started: lr=0.003123" in text and "0.0031234567" not in text
     assert "trial t1 stopped at epoch 2 (rung 2) by the scheduler: val_acc1=80.12" in text
     assert "trial t2 finished: 4 epochs, val_acc1=95.5" in text

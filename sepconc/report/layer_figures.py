@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
+from sepconc.errors import counted
 from sepconc.metrics.separation import FISHER_K, FISHER_KEY
 from sepconc.report.collect import SweepRecord, Trial, best_per_group, layers_of
 from sepconc.report.style import STYLE, save
@@ -108,7 +109,7 @@ def layer_stats(record: SweepRecord, path: Path, metric: str = "val_acc1") -> Pa
         for k, (group, trial) in enumerate(groups.items() if epoch is not None else []):
             layers = layers_of(trial.last)
             label = (f"{group}: {trial.name} ({metric} {trial.at(metric, chosen_at):.1f}% "
-                     f"at epoch {chosen_at}; ran {trial.epochs} epochs)")  # fmt: skip
+                     f"at epoch {chosen_at}; ran {counted(trial.epochs, 'epoch')})")  # fmt: skip
             for stat, ax in panels.items():
                 _draw(ax, trial, layers, stat, epoch, color=COLORS.get(group, f"C{k}"),
                       label=label)  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sepconc.errors import counted
 from sepconc.metrics.separation import FISHER_KEY
 from sepconc.report.collect import SweepRecord, Trial, is_continuous, layers_of, ordered_values
 from sepconc.report.importance import Importance, format_lines
@@ -78,7 +79,7 @@ def format_summary(record: SweepRecord, metric: str = "val_acc1",
     config = ", ".join(f"{k}={best.params.get(k, '?')}" for k in record.varying) or "(no varying)"
     lines += [
         "",
-        f"best trial: {best.name} (MLflow run {best.run_id}, {best.status}, {best.epochs} epochs)",
+        f"best trial: {best.name} (MLflow run {best.run_id}, {best.status}, {counted(best.epochs, 'epoch')})",
         f"  config: {config}",
         f"  {metric}: final {_pct(best.value(metric))} (epoch {best.epochs}), "
         f"best {_pct(best.last.get(f'best_{metric}', math.nan))}",
@@ -124,7 +125,7 @@ def _effect_lines(record: SweepRecord, metric: str) -> list[str]:
 
 def format_run_summary(trial: Trial, metric: str = "val_acc1") -> str:
     """A few lines on one run: final metric and the per-layer statistics of its last epoch."""
-    lines = [f"run {trial.run_id} ({trial.name}, {trial.status}): {trial.epochs} epochs, "
+    lines = [f"run {trial.run_id} ({trial.name}, {trial.status}): {counted(trial.epochs, 'epoch')}, "
              f"final {metric} {_pct(trial.value(metric))}; per layer at epoch {trial.epochs}:"]  # fmt: skip
     for layer in layers_of(trial.last):
         lines.append(f"  {layer}: {_layer_line(trial, layer)}")

@@ -30,7 +30,7 @@ from typing import Any
 from ray.tune import Callback
 
 from sepconc.cost import COST_KEYS
-from sepconc.errors import UserError, clean_reason, fit_line, short_number
+from sepconc.errors import UserError, clean_reason, counted, fit_line, short_number
 from sepconc.sweep.pbt_clone import clone_start_epoch
 from sepconc.sweep.space import describe
 from sepconc.tracking.models import TAG_CHECKPOINT, final_checkpoint
@@ -364,8 +364,8 @@ class ProgressCallback(Callback):
         status, rung = completion(last, target, self.scheduler)
         if status == "completed":
             self._update(trial, status="DONE")
-            log.info("trial %s finished: %d epochs, %s=%s", trial.trial_id, last, self.metric,
-                     _number(row.get("metric")))  # fmt: skip
+            log.info("trial %s finished: %s, %s=%s", trial.trial_id, counted(last, "epoch"),
+                     self.metric, _number(row.get("metric")))  # fmt: skip
         else:
             self._update(trial, status="STOPPED")
             log.info("trial %s stopped at epoch %d (rung %d) by the scheduler: %s=%s",

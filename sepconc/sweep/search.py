@@ -97,7 +97,8 @@ def search_summary(spec: SweepSpec, tuner=None) -> str:
         if searcher is None:
             return ""
         return (f"searcher {spec.searcher['type']}: {searcher.infeasible} suggestion(s) broke the "
-                f"constraints, {searcher.merged} repeated an earlier trial; never trained")  # fmt: skip
+                f"constraints and {searcher.merged} repeated an earlier trial (none of them "
+                f"trained)")  # fmt: skip
     plan = plan_trials(spec)
-    return (f"planned before launch: {plan.drawn} configuration(s), {plan.merged} merged as "
-            f"identical, {len(plan.refused)} refused by constraints, never trained")  # fmt: skip
+    return (f"planned before launch: {plan.drawn} configuration(s); {plan.merged} merged as "
+            f"identical and {len(plan.refused)} refused by constraints were not trained")  # fmt: skip
