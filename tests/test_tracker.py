@@ -63,6 +63,9 @@ def test_python_api_logs_the_same_run_as_the_command_line(workdir):
     assert api["status"] == "FINISHED" and api["name"] == "run"
     assert api["steps"]["val_acc1"] == [1, 2] and result.epochs_done == 2
     assert api["tags"]["sepconc.kind"] == "train"
+    # the tags the README lists for every run: a train run's status and its node(s)
+    assert api["tags"]["sepconc.status"] == "completed"
+    assert api["tags"]["sepconc.nodes"] and "," not in api["tags"]["sepconc.nodes"]  # 1 worker
     assert api["artifacts"] == ["config.yaml", "data.json"]
     assert api["params"]["seed"] == "3" and api["params"]["tracking_uri"] == uri
 
@@ -79,6 +82,7 @@ def test_python_api_error_closes_the_run_failed(workdir):
     client, run = only_run(f"sqlite:///{workdir / 'runs' / 'mlflow.db'}")
     assert run.info.status == "FAILED"
     assert run.data.tags["sepconc.failure"].startswith("loss became nan at epoch 1")
+    assert run.data.tags["sepconc.status"] == "failed"
 
 
 @pytest.mark.slow

@@ -37,7 +37,9 @@ from sepconc.tracking.record import (
 )
 from sepconc.tracking.store import (
     TAG_KIND,
+    TAG_NODES,
     TAG_REASON,
+    TAG_STATUS,
     default_tracking_uri,
     experiment_id,
     is_local_store,
@@ -137,7 +139,7 @@ class MlflowTracker:
             return
         exp = experiment_id(self._client, config.tracking.experiment or DEFAULT_EXPERIMENT,
                             RUNS_DIR if is_local_store(self.uri) else None)  # fmt: skip
-        tags = {TAG_KIND: "train", **_layout_tags(config)}
+        tags = {TAG_KIND: "train", TAG_STATUS: "running", **_layout_tags(config)}
         if config.run.resume:
             tags[TAG_RESUMED_FROM] = str(config.run.resume)
         run = self._client.create_run(exp, run_name=self.run_dir.name, tags=tags)
@@ -167,8 +169,8 @@ class MlflowTracker:
             return False
         self.run_id = run_id = run.info.run_id
         client.update_run(run_id, status="RUNNING")
-        for key, value in _layout_tags(config).items():  # this attempt's code and machine
-            client.set_tag(run_id, key, value)
+        for key, value in {TAG_STATUS: "running", **_layout_tags(config)}.items():
+            client.set_tag(run_id, key, value)  # this attempt's code and machine
         if TAG_REASON in run.data.tags:
             client.delete_tag(run_id, TAG_REASON)
         flat = {k: param_text(v)[:6000] for k, v in config.to_flat().items()}
@@ -192,16 +194,30 @@ class MlflowTracker:
     def finish(self, result: TrainResult) -> None:
         # Again at the end: the epochs may have been logged in another process (local DDP).
         log_data_identity(self.client, self.run_id, Path(result.run_dir) / "data.json")
+        self.client.set_tag(self.run_id, TAG_STATUS, "completed")
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def fail(self, reason: str) -> None:
         if self.run_id is None:  # never started: nothing to close
             return
         self.client.set_tag(self.run_id, TAG_REASON, fit_line(reason, 500))
+        self.client.set_tag(self.run_id, TAG_STATUS, "failed")
         self.client.set_terminated(self.run_id, "FAILED")
 
 
 def _layout_tags(config: Config) -> dict[str, str]:
-    """Reproducibility tags of a `train` run: its local DDP processes, one GPU each on cuda."""
+    """Reproducibility tags of a `train` run: its local DDP processes, one GPU each on cuda,
+    and `sepconc.nodes` as a trial's (each worker's node address: here all this host's)."""
     device = resolved_device(config.run.device)
-    return reproducibility_tags(device, config.run.num_workers, 1 if device == "cuda" else 0)
+    tags = reproducibility_tags(device, config.run.num_workers, 1 if device == "cuda" else 0)
+    return {**tags, TAG_NODES: ",".join([_host_address()] * max(1, config.run.num_workers))}
+
+
+def _host_address() -> str:
+    """This host's address as Ray names a node (its IP), else its name."""
+    import socket
+
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return socket.gethostname()
