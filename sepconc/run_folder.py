@@ -65,6 +65,34 @@ def held_run(run_dir: Path) -> str | None:
     return None
 
 
+#: What a run writes into its folder before it has trained an epoch (`training.run_files`,
+#: the tracker's `tracking.json`): taken back when bad input stops it there.
+FIRST_FILES = ("config.yaml", "data.json", "metrics.jsonl", "tracking.json", "result.json")
+
+
+def is_unused(run_dir: str | Path) -> bool:
+    """True when `run_dir` does not exist or is an empty folder."""
+    run_dir = Path(run_dir)
+    return not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir()))
+
+
+def take_back(run_dir: str | Path) -> None:
+    """After bad input stopped a run that started in an unused `run_dir` (`is_unused`)
+    before it held anything of a run (`held_run` None): remove the files it wrote there
+    (`FIRST_FILES`, an empty `checkpoints/`) and the folder if nothing else is in it.
+    Anything else is left as it is."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or held_run(run_dir) is not None:
+        return
+    for name in FIRST_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in (run_dir / "checkpoints", run_dir):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
 def run_folder_of(target: str | Path) -> Path:
     """The run folder of a `--resume` target: DIR for DIR, DIR/checkpoints, or a file there."""
     target = Path(target)

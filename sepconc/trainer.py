@@ -29,7 +29,7 @@ from sepconc.errors import UserError, clean_reason
 from sepconc.loop import TrainingDiverged
 from sepconc.probes import probe_set
 from sepconc.progress import EpochProgress
-from sepconc.run_folder import check_out_folder
+from sepconc.run_folder import check_out_folder, is_unused, take_back
 from sepconc.tracking.tracker import NoTracker, Tracker, tracker_for
 from sepconc.training.epoch import run_epoch, summary, validate
 from sepconc.training.hooks import EpochHook, EpochReport, TrainResult, notify, replay
@@ -68,6 +68,10 @@ def train(config: Config, hooks: Sequence[EpochHook] = ()) -> TrainResult:
     tracker = tracker_for(config) if world.is_main else NoTracker()
     if tracker.active:
         preflight(config)
+    # bad input found once training started (a damaged image file) leaves nothing written
+    unused = bool(
+        world.is_main and config.run.out and not config.run.resume and is_unused(config.run.out)
+    )
     tracker.start(config)
     try:
         result = _start(config, hooks, tracker, world)
@@ -76,6 +80,8 @@ def train(config: Config, hooks: Sequence[EpochHook] = ()) -> TrainResult:
         raise
     except BaseException as exc:  # a bad checkpoint, a crash, Ctrl-C: never left RUNNING
         tracker.fail(clean_reason(exc, limit=500))
+        if unused and isinstance(exc, UserError):
+            take_back(config.run.out)
         raise
     tracker.finish(result)
     return result

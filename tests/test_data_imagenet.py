@@ -380,3 +380,36 @@ def test_training_uses_and_records_the_head(tmp_path, compact):
     assert identity["labels"] == ([0, 1] if compact else identity["class_indices"])
     assert yaml.safe_load((run / "config.yaml").read_text())["compact_head"] is compact
     assert 0 <= result.metrics["val_acc5"] <= 100
+
+
+@pytest.mark.parametrize("tracking", [False, True])
+def test_image_damaged_past_its_header_leaves_no_run_folder(tmp_path, tracking):
+    """A JPEG cut short passes the header check and fails when decoded during the first
+    epoch: one line (`ImageReadError`), and the run folder the run started in is gone
+    (nothing half-written); with tracking, the MLflow run is closed FAILED with the reason."""
+    from sepconc.config import Config
+    from sepconc.trainer import train
+
+    root = fakedata.write_imagefolder(tmp_path / "data", n_classes=2, n_per_class=2, size=40)
+    path = os.path.join(root, "train", "n00000001", "cut.JPEG")
+    noise = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, "JPEG")
+    with open(path, "r+b") as fh:
+        fh.truncate(os.path.getsize(path) - 50)  # the end of the scan data and the EOI
+    assert check_images([path]) == 1  # the header is intact
+    out = tmp_path / "run"
+    flat = {"dataset": "imagenet", "data": root, "nb_classes": 2, "compact_head": True,
+            "arch": "analysis", "frame_kernel_size": [32], "frame_stride": [32],
+            "frame_width": [16], "epochs": 1, "batch_size": 4, "seed": 0, "device": "cpu",
+            "workers": 0, "stats_every": 0, "tracking": tracking, "out": str(out),
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}  # fmt: skip
+    with pytest.raises(ImageReadError) as e:
+        train(Config.from_flat(flat))
+    assert one_line_error(e).startswith(f"image file {path} cannot be read")
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+    if tracking:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert run.info.status == "FAILED" and "cannot be read" in run.data.tags["sepconc.failure"]
