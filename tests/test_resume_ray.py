@@ -4,12 +4,16 @@ Each test runs `launch.py sweep` (1-worker trials on the `synthetic` set, checkp
 epoch, keep 2, no retries: a trial that fails stays failed) as a subprocess in its own
 process group, kills it, ends whatever it started, then runs `launch.py resume`:
 
-- **driver killed while a trial is mid-training** (its MLflow run holds epochs 1-2 of 5):
-  only the driver is SIGKILLed; its trial goes on for 5 s (it may write later
-  checkpoints than Tune ever hears of), then everything the driver started is ended. The
-  resume continues that trial from the newest checkpoint of its folder, in its EXISTING
-  MLflow run: every trial completed, one run per trial, `val_acc1` at steps 1..5 once
-  each, `metrics.jsonl` epochs 1..5, the newest 2 checkpoints kept.
+- **driver killed while a trial is mid-training** (its MLflow run holds epochs 1-3 of 5:
+  Tune has pruned the checkpoint of epoch 1, which its last saved experiment state,
+  written after epoch 2, still lists): only the driver is SIGKILLed; its trial goes on
+  for 5 s (it may write later checkpoints than Tune ever hears of), then everything the
+  driver started is ended. The resume continues that trial from the newest checkpoint of
+  its folder, in its EXISTING MLflow run: every trial completed, one run per trial,
+  `val_acc1` at steps 1..5 once each, `metrics.jsonl` epochs 1..5, the newest 2
+  checkpoints kept, in the trial folder and in Tune's (`checkpoint_000004/` holds
+  `epoch_0004.pt` only, `checkpoint_000005/` `epoch_0005.pt`), and nothing at ERROR
+  in the sweep's driver.log (`sepconc.sweep.tune_checkpoints`).
 - **killed during a checkpoint write**: a `sitecustomize` on the trials' PYTHONPATH stalls
   the first write of `epoch_0002.pt` half-way (once: a marker file); the whole process
   tree is SIGKILLed then, leaving `epoch_0001.pt` and a partial temporary file. The resume
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import textwrap
 import time
@@ -119,6 +124,13 @@ def resume_and_check(tmp_path: Path, runs: Path, name: str, trials: int, epochs:
         assert [json.loads(r)["epoch"] for r in rows] == list(range(1, epochs + 1))
         names = sorted(p.name for p in (folder / "checkpoints").iterdir() if p.is_file())
         assert names == [f"epoch_{e:04d}.pt" for e in (epochs - 1, epochs)], names
+        tune = runs / "tune" / name / run.data.tags["sepconc.trial_id"]
+        held = {p.name: sorted(f.name for f in p.iterdir()) for p in tune.glob("checkpoint_*")}
+        assert held == {f"checkpoint_{e:06d}": [f"epoch_{e:04d}.pt"]
+                        for e in (epochs - 1, epochs)}, held  # fmt: skip
+    log = (runs / "sweeps" / name / "driver.log").read_text().splitlines()
+    errors = [line for line in log if re.match(r"\S+ \S+ (ERROR|CRITICAL) ", line)]
+    assert not errors, "\n".join(errors)
     return children
 
 
@@ -129,14 +141,15 @@ def test_driver_killed_mid_trial_resumes_in_the_same_run(tmp_path):
     driver = Driver(tmp_path, str(path), "--runs-dir", str(runs))
     try:
         deadline = time.monotonic() + 300
-        while True:  # until the first trial has logged epochs 1 and 2 (of 5)
+        while True:  # until the first trial has logged epochs 1 to 3 (of 5)
             assert driver.poll() is None, driver.tail()
-            assert time.monotonic() < deadline, "epoch 2 not logged in 300 s\n" + driver.tail()
+            assert time.monotonic() < deadline, "epoch 3 not logged in 300 s\n" + driver.tail()
             time.sleep(0.5)
             children = children_now(runs, name)
-            if children and len(steps_of(client_for(runs), children[0].info.run_id)) >= 2:
+            if children and len(steps_of(client_for(runs), children[0].info.run_id)) >= 3:
                 break
         victim = children[0]
+        time.sleep(1)  # Tune registers epoch 3's checkpoint, pruning epoch 1's (~3 s an epoch)
         os.kill(driver.proc.pid, signal.SIGKILL)  # the driver only; its trial goes on a while
         for _ in range(10):
             driver.poll()
@@ -144,7 +157,7 @@ def test_driver_killed_mid_trial_resumes_in_the_same_run(tmp_path):
     finally:
         end_all(driver)  # what the killed driver left running (the case's `kill`)
     killed_at = sorted(steps_of(client_for(runs), victim.info.run_id))
-    assert 2 <= len(killed_at) < epochs, killed_at
+    assert 3 <= len(killed_at) < epochs, killed_at
 
     children = resume_and_check(tmp_path, runs, name, trials=2, epochs=epochs)
     assert victim.info.run_id in {c.info.run_id for c in children}  # its EXISTING run

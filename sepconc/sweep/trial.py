@@ -24,7 +24,8 @@ on Ray Train every rank calls `ray.train.report`, as Train requires), stamped
 the reported `epoch`.
 
 A trial's checkpoints: Tune's (or the Train run's, named from the trial id) storage
-holds what was reported, so a retried or resumed trial finds its own checkpoints. With
+holds what was reported, so a retried or resumed trial finds its own checkpoints; Tune's
+folder of epoch E is `checkpoint_{E:06d}` (`sepconc.sweep.tune_checkpoints`). With
 local storage a trial also has its own run folder `<storage>/trials/<sweep>/<id>/`,
 written before each report reaches the driver, so after the driver was killed it can be
 ahead of what Tune restores: a (re)started trial continues from the newer of the two
@@ -195,8 +196,10 @@ def run_in_trial_process(tune_config: dict[str, Any], sweep: dict[str, Any], tri
     `ray.tune.get_checkpoint()`. Tune holds the worker's resources."""
     import ray.tune
 
+    from sepconc.sweep.tune_checkpoints import report_by_epoch
+
     flat = _attempt_flat(tune_config, sweep, trial_id)
-    train_with_reporter(flat, trial_id, ray.tune.get_checkpoint(), ray.tune.report,
+    train_with_reporter(flat, trial_id, ray.tune.get_checkpoint(), report_by_epoch,
                         ray.tune.Checkpoint)  # fmt: skip
 
 
@@ -207,11 +210,12 @@ def run_local_trial(tune_config: dict[str, Any], sweep: dict[str, Any], trial_id
     import ray.tune
 
     from sepconc.sweep.local_workers import run_local_workers
+    from sepconc.sweep.tune_checkpoints import report_by_epoch
 
     flat = _attempt_flat(tune_config, sweep, trial_id)
     nodes = ",".join([ray.util.get_node_ip_address()] * sweep["workers"])
     run_local_workers(train_with_reporter, flat, trial_id, sweep, ray.tune.get_checkpoint(),
-                      ray.tune.report, ray.tune.Checkpoint, nodes)  # fmt: skip
+                      report_by_epoch, ray.tune.Checkpoint, nodes)  # fmt: skip
 
 
 def worker_loop(loop_config: dict[str, Any]) -> None:

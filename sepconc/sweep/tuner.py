@@ -62,6 +62,7 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
     from sepconc.sweep.schedulers import build_scheduler, with_mutations
     from sepconc.sweep.search import build_search_alg
     from sepconc.sweep.space import trial_count, tune_num_samples, tune_param_space
+    from sepconc.sweep.tune_checkpoints import TuneCheckpointsCallback
 
     sched = spec.scheduler
     # The sweep's scheduler inside its budget (always wrapped: `resume` may add a budget).
@@ -76,6 +77,7 @@ def _new_tuner(spec: SweepSpec, paths: SweepPaths, meta: dict, trainable, fixed:
                             spec.gpus_per_worker, fixed),
         ProgressCallback(spec.metrics[0], trial_count(spec), spec.epochs, sched),
         *report_latency_callbacks(),  # SEPCONC_REPORT_LOG (benchmarks)
+        TuneCheckpointsCallback(),  # Tune's checkpoint list matches its folders (a resume)
     ]  # fmt: skip
     if sched["type"] == "pbt":  # each clone's new values on its MLflow run
         callbacks.append(PbtChangesCallback(meta["tracking_uri"], meta["experiment_id"], spec.name,
