@@ -337,3 +337,19 @@ def test_sweep_refuses_before_ray_starts(tmp_path, monkeypatch, capsys):
     assert main(["sweep", "s.yaml", "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "use randint: [1, 3] or grid" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def test_randint_is_checked_again_with_the_workers_resources_auto_fits():
+    """`resources: auto` fits workers_per_trial after the file is read (1 while parsing):
+    `validate_sweep` (validate, and the sweep's preflight once fitted) checks the range
+    again with the fitted workers."""
+    from sepconc.sweep.validate import validate_sweep
+
+    raw = sweep(resources="auto", search={"batch_size": {"randint": [32, 64]}})
+    spec = parse_sweep(raw, where="s.yaml")
+    spec.resources = {**spec.resources, "workers_per_trial": 2}  # as fit_resources may
+    with pytest.raises(UserError) as err:
+        validate_sweep(spec, build=False)
+    assert str(err.value).startswith(
+        "resources: auto (2 workers): search.batch_size.randint [32, 64] can draw 33 "
+    ), str(err.value)
