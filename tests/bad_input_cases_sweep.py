@@ -61,6 +61,22 @@ SWEEP_CASES: dict[str, Case] = {
     "search_randint_batch_not_divisible": sweep_case(  # low (and middle) odd, high even
         "search.batch_size=97: batch_size 97 is not divisible by resources.workers_per_trial 2",
         search={"batch_size": {"randint": [97, 98]}}, resources=TWO_WORKERS),
+    # field case 03 variant: ends and middle (32, 48, 64) divide, 33 drawn in a trial did not
+    "search_randint_batch_inner_value_not_divisible": sweep_case(
+        "search.batch_size.randint [32, 64] can draw 33 (batch_size 33 is not divisible by "
+        "resources.workers_per_trial 2); draw only values that work, e.g. {choice: [32, 34, "
+        "36, ..., 64]} (17 of the range)",
+        search={"batch_size": {"randint": [32, 64]}}, resources=TWO_WORKERS, samples=8),
+    "sweep_randint_batch_inner_value_not_divisible": Case(  # refused before Ray starts
+        "sweep s.yaml", r"^error: s\.yaml: search\.batch_size\.randint \[32, 64\] can draw 33 ",
+        {"s.yaml": sweep_text(search={"batch_size": {"randint": [32, 64]}},
+                              resources=TWO_WORKERS, samples=8)}),
+    "search_randint_kernel_not_tiling": sweep_case(  # 4, 8 (middle), 12 tile 16x16 by 4; 5 not
+        "search.frame_kernel_size.randint [4, 12] can draw 5 (block 1 (analysis): "
+        "frame_kernel_size 5 with frame_stride 4 does not tile the 16x16 input",
+        base_arch="analysis", base_n_blocks=None, base_P_proj_size=None, base_frame_width=8,
+        base_frame_stride=4, base_frame_kernel_size=4,
+        search={"frame_kernel_size": {"randint": [4, 12]}}),
     "search_uniform_negative_lr": sweep_case(
         "search.lr=-0.1: lr must be > 0, got -0.1", search={"lr": {"uniform": [-0.1, 0.3]}}),
     "search_uniform_dropout_one": sweep_case(

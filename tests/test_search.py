@@ -187,3 +187,25 @@ def test_validate_marks_the_configurations_it_merges():
         "arch=scatnet frame_width=[16] P_proj_size=[8]: the same trial as arch=scatnet "
         "frame_width=[8] P_proj_size=[8] (merged)",
     ], merged
+
+
+def test_tpe_never_suggests_a_configuration_its_trial_would_refuse():
+    """Each key alone works, but kernel 10 with stride 4 or 5 does not tile the 16x16 input
+    (16 - 10 = 6): those 2 of the 12 configurations are told to Optuna as infeasible and
+    never suggested (before: suggested, and each such trial failed inside Ray)."""
+    from sepconc.sweep.drawable import trial_problems
+    from sepconc.sweep.search import build_search_alg
+
+    base = {**BASE, "frame_kernel_size": [16], "frame_stride": [4]}
+    spec = tpe_sweep(base=base, samples=20, search={"frame_kernel_size": {"choice": [16, 10]},
+                                                    "frame_stride": {"randint": [1, 6]}})  # fmt: skip
+    searcher = build_search_alg(spec)
+    found = []
+    for i in range(20):
+        suggested = searcher.suggest(f"t{i}")
+        if suggested == searcher.FINISHED:
+            break
+        found.append(suggested["params"])
+        searcher.on_trial_complete(f"t{i}", {"val_acc1": 50.0, "params": 1000})
+    assert len(found) == 10 and searcher.infeasible >= 2  # a refused one may be asked again
+    assert not any(trial_problems(spec, p) for p in found)

@@ -233,11 +233,38 @@ def refused_lines(raw: dict, *overrides: str) -> list[str]:
     return str(info.value).splitlines()
 
 
-def test_randint_whose_ends_and_middle_all_split_is_accepted():
-    """randint [98, 102]: low 98, middle 100 and high 102 all split over 2 workers."""
+def test_randint_is_checked_at_every_value_it_can_draw():
+    """randint [98, 102]: low 98, middle 100 and high 102 split over 2 workers, 99 and 101
+    do not: refused in one line naming 99 (before: accepted, the trials drawing 99 failed in
+    Ray). Over 1 worker every value works: accepted."""
     search = {"batch_size": {"randint": [98, 102]}}
-    raw = sweep(search=search, resources={"workers_per_trial": 2})
+    with pytest.raises(UserError) as err:
+        parse_sweep(sweep(search=search, resources={"workers_per_trial": 2}), where="s.yaml")
+    assert str(err.value) == (
+        "s.yaml: search.batch_size.randint [98, 102] can draw 99 (batch_size 99 is not "
+        "divisible by resources.workers_per_trial 2); draw only values that work, e.g. "
+        "{choice: [98, 100, 102]} (3 of the range)"
+    )
+    raw = sweep(search=search, resources={"workers_per_trial": 1})
     assert parse_sweep(raw, where="s.yaml").search == search
+
+
+def test_every_planned_trial_is_checked_before_launch():
+    """Each key alone works (every stride divides 16 - 16 = 0; kernels 16 and 10 tile with
+    the base stride 1..6 ends/middle), but the planned trial kernel 10 x stride 4 (16 - 10 = 6
+    is not a multiple of 4) would fail in its trial: `validate_sweep` refuses it in one
+    line, with how many planned trials would fail."""
+    from sepconc.sweep.validate import validate_sweep
+
+    base = {**BASE, "frame_kernel_size": [16], "frame_stride": [4]}
+    raw = sweep(base=base, samples=4, search={"frame_kernel_size": {"grid": [16, 10]},
+                                              "frame_stride": {"randint": [1, 6]}})  # fmt: skip
+    spec = parse_sweep(raw, where="s.yaml")
+    with pytest.raises(UserError) as err:
+        validate_sweep(spec, build=False)
+    (line,) = str(err.value).splitlines()
+    assert line.startswith("planned trial frame_kernel_size=10 frame_stride=4 "), line
+    assert "does not tile the 16x16 input" in line and "of the planned trials would fail" in line
 
 
 def test_all_problems_of_a_file_are_reported_at_once(tmp_path, capsys):
@@ -310,3 +337,19 @@ def test_sweep_refuses_before_ray_starts(tmp_path, monkeypatch, capsys):
     assert main(["sweep", "s.yaml", "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "use randint: [1, 3] or grid" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def test_randint_is_checked_again_with_the_workers_resources_auto_fits():
+    """`resources: auto` fits workers_per_trial after the file is read (1 while parsing):
+    `validate_sweep` (validate, and the sweep's preflight once fitted) checks the range
+    again with the fitted workers."""
+    from sepconc.sweep.validate import validate_sweep
+
+    raw = sweep(resources="auto", search={"batch_size": {"randint": [32, 64]}})
+    spec = parse_sweep(raw, where="s.yaml")
+    spec.resources = {**spec.resources, "workers_per_trial": 2}  # as fit_resources may
+    with pytest.raises(UserError) as err:
+        validate_sweep(spec, build=False)
+    assert str(err.value).startswith(
+        "resources: auto (2 workers): search.batch_size.randint [32, 64] can draw 33 "
+    ), str(err.value)

@@ -15,6 +15,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from sepconc.sweep.budget import FILE, exhausted, read_spent, write_state
+from sepconc.sweep.final_failures import end_if_final, is_final, last_failure
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class BudgetScheduler(TrialScheduler):
     saves them after each event. Once a budget is reached: a running trial's next result
     (the end of its current epoch) pauses it, no trial starts, and when none runs any more
     the experiment ends the way Ctrl+C ends it (Tune saves its state; `resume` continues).
+    A trial Tune requeues to retry a configuration error is ended instead, failed, with no
+    retry (`sepconc.sweep.final_failures`).
     """
 
     def __init__(self, inner: TrialScheduler | None, meta_dir: str, gpus_per_trial: float):
@@ -43,10 +46,11 @@ class BudgetScheduler(TrialScheduler):
         self._clock = 0.0
         self._running: set[str] = set()
         self._ended = False
+        self._final: dict[str, BaseException] = {}  # requeued for a retry it cannot survive
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_loaded", "budget", "spent", "_clock", "_running", "_ended"):
+        for key in ("_loaded", "budget", "spent", "_clock", "_running", "_ended", "_final"):
             state.pop(key, None)
         return state
 
@@ -100,12 +104,19 @@ class BudgetScheduler(TrialScheduler):
 
     def on_trial_add(self, tune_controller, trial: Trial):
         self.inner.on_trial_add(tune_controller, trial)
+        exc = self._final.pop(trial.trial_id, None)
+        if exc is not None:  # Tune requeued it to retry a configuration error: end it
+            end_if_final(tune_controller, trial, exc)
 
     def on_trial_error(self, tune_controller, trial: Trial):
         self._tick()
         self._running.discard(trial.trial_id)
         self.inner.on_trial_error(tune_controller, trial)
         self._save()
+        if trial.status == Trial.ERROR:  # Tune stopped it to retry it (`_try_recover`)
+            exc = last_failure(trial)
+            if is_final(exc):  # a retry can only repeat it (sepconc.sweep.final_failures)
+                self._final[trial.trial_id] = exc
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         self._load()

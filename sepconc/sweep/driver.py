@@ -94,9 +94,12 @@ def preflight(spec: SweepSpec, paths: SweepPaths, address: str | None, uri: str)
     first for `resources: auto`), storage, the tracking store. `--address`: a short join."""
     totals = cluster_totals(address) if address else local_totals()
     if spec.auto_resources:
+        from sepconc.sweep.validate import validate_sweep
+
         spec.resources = {**spec.resources, **fit_resources(_batch_size(spec), totals)}
         log.info("resources: auto -> %s (%s)", resources_line(spec.resources)[11:],
                  describe_totals(totals, address))  # fmt: skip
+        validate_sweep(spec, build=False)  # every trial again, with the fitted workers
     check_resources(spec, address, totals)
     check_storage(paths, int(totals["nodes"]))
     check_tracking(uri)

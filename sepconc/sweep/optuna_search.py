@@ -11,6 +11,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sepconc.sweep.constraints import constraint_values, cost_violations, trial_cost
 from sepconc.sweep.dedup import drop_inapplicable, trial_key
+from sepconc.sweep.drawable import trial_problems
 from sepconc.yamlio import dump_inline
 
 if TYPE_CHECKING:
@@ -92,8 +93,12 @@ class SepconcOptunaSearch(OptunaSearch):
         return values if len(values) > 1 else values[0]
 
     def _constraints(self, cost: dict[str, int] | None) -> list[float]:
-        if not self._spec.constraints or cost is None:
+        """Optuna's constraint values; each bound broken (1.0) for a configuration that
+        cannot be built (`cost` None: its trial would refuse it)."""
+        if not self._spec.constraints:
             return []
+        if cost is None:
+            return [1.0] * sum(len(bounds) for bounds in self._spec.constraints.values())
         return constraint_values(self._spec.constraints, cost)
 
     def _add_previous(self, params: dict[str, Any], result: dict[str, Any]) -> None:
@@ -132,7 +137,9 @@ class SepconcOptunaSearch(OptunaSearch):
             cost = trial_cost(self._spec, params)
             for i, value in enumerate(self._constraints(cost)):
                 ot_trial.set_constraint(str(i), value)
-            broken = cost_violations(self._spec.constraints, cost) if cost else []
+            # a configuration its trial would refuse (cost None) is infeasible: never trained
+            broken = (cost_violations(self._spec.constraints, cost) if cost
+                      else trial_problems(self._spec, params)[:1])  # fmt: skip
             params = drop_inapplicable(self._spec, params)[0]
             if not broken and self._merged(ot_trial, params):
                 continue
@@ -142,7 +149,7 @@ class SepconcOptunaSearch(OptunaSearch):
             self.infeasible += 1
             refused.add(trial_key(self._spec, params))
             log.info("searcher: %s breaks %s; not trained", params, ", ".join(broken))
-            self._ot_study.tell(ot_trial, self._worst(cost))
+            self._ot_study.tell(ot_trial, self._worst(cost or {}))
         log.warning("searcher: %d suggestions in a row broke the constraints or repeated an "
                     "earlier trial; stopping", MAX_INFEASIBLE)  # fmt: skip
         return self.FINISHED

@@ -26,7 +26,8 @@ with a close-match suggestion for a mistyped key. All the problems of a file are
 reported at once (one line each), not only the first. Numbers are read the YAML 1.2
 way (`1e-3` is a float, see `sepconc.yamlio`). Every search value a trial can draw is
 checked through the trial's own config (`space.trial_flat_config`): each grid/choice
-option, randint's ends and middle, uniform/loguniform's ends and middle as floats.
+option, uniform/loguniform's ends and middle as floats, and every integer a randint can
+draw, model on its data set's shape included (`sepconc.sweep.drawable`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from sepconc.config import Config, suggest
 from sepconc.errors import UserError
 from sepconc.sweep import rules, space
 from sepconc.sweep.constraints import parse_constraints
+from sepconc.sweep.drawable import randint_problems
 from sepconc.sweep.objectives import parse_objectives
 from sepconc.sweep.search import parse_searcher
 from sepconc.yamlio import dump_yaml, load_yaml
@@ -239,6 +241,8 @@ def parse_sweep(raw: dict[str, Any], text: str = "", where: str = "sweep") -> Sw
     epochs_ok = not any(": base: epochs " in p for p in base_problems)
     problems += _check_scheduler(spec, raw.get("scheduler"), raw.get("budget"),
                                  base_config.optim.epochs if epochs_ok else None, where)  # fmt: skip
+    if not problems:  # every integer a randint can draw, not only its ends and middle
+        problems += randint_problems(spec, where)
     if problems:
         raise UserError("\n".join(dict.fromkeys(problems)))
     return spec

@@ -14,6 +14,7 @@ from sepconc.data import dataset_spec
 from sepconc.errors import UserError
 from sepconc.sweep.constraints import cost_violations
 from sepconc.sweep.dedup import drop_inapplicable, trial_key
+from sepconc.sweep.drawable import planned_problems, randint_problems
 from sepconc.sweep.space import (
     architecture_variants,
     describe,
@@ -75,6 +76,10 @@ def validate_sweep(spec: SweepSpec, build: bool = True) -> list[Variant]:
         variants.append(Variant(variant.label, cost["params"], cost["flops"],
                                 cost_violations(spec.constraints, cost),
                                 same if same != variant.label else None))  # fmt: skip
+    if not problems and spec.auto_resources:  # workers fitted after the file was read
+        problems += randint_problems(spec, f"resources: auto ({spec.workers} workers)")
+    if not problems:  # each trial random/grid draws before launch, as it will run
+        problems += planned_problems(spec)
     for check in EXTRA_CHECKS:
         problems += check(spec)
     if variants and all(v.refused for v in variants):
