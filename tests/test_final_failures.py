@@ -27,6 +27,32 @@ def test_a_configuration_error_is_final_and_a_fault_is_not():
         assert not is_final(fault)
 
 
+def test_the_latest_failure_is_read_from_tunes_text_record(tmp_path):
+    """`last_failure` reads Tune's `error.txt` (never its pickled copy): the latest
+    failure's last exception line names the class; a sepconc `UserError` (or subclass) is
+    final, anything else is not."""
+    from types import SimpleNamespace
+
+    from sepconc.sweep.final_failures import last_failure
+
+    def record(*tracebacks: str):
+        path = tmp_path / "error.txt"
+        path.write_text("".join(f"Failure # {k} (occurred at 2026-11-30_13-00-00)\n{t}\n"
+                                for k, t in enumerate(tracebacks, 1)))  # fmt: skip
+        return SimpleNamespace(error_file=str(path))
+
+    head = 'ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)\n  File "x.py", line 1, in f\n'
+    refused = head + "sepconc.errors.UserError: batch_size 57 is not divisible by num_workers 2"
+    found = last_failure(record(refused))
+    assert is_final(found) and str(found) == "batch_size 57 is not divisible by num_workers 2"
+    image = head + "sepconc.data.image_files.ImageReadError: image file a.JPEG cannot be read"
+    assert is_final(last_failure(record(image)))  # a subclass of UserError
+    assert last_failure(record(head + "RuntimeError: worker killed")) is None
+    assert last_failure(record(head + "sepconc.loop.TrainingDiverged: loss became nan")) is None
+    assert last_failure(record(refused, head + "OSError: node lost")) is None  # the latest
+    assert last_failure(SimpleNamespace(error_file=str(tmp_path / "none.txt"))) is None
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.timeout(300)

@@ -13,6 +13,8 @@ its first error, as if `max_retries` were 0 for it; other failures keep their re
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 from sepconc.errors import UserError
 
@@ -28,19 +30,39 @@ def is_final(exc: BaseException | None) -> bool:
     return isinstance(exc, FINAL) or isinstance(cause, FINAL)
 
 
-def last_failure(trial) -> BaseException | None:
-    """The exception of `trial`'s latest failure, as Tune pickled it next to the trial
-    (`Trial.pickled_error_file`); None when there is none or it cannot be read."""
-    import cloudpickle
+#: The exception line of a traceback naming a sepconc exception: `module.Class: message`.
+EXCEPTION_LINE = re.compile(r"^(sepconc(?:\.\w+)+)\.(\w+): (.*)$", re.MULTILINE)
 
-    path = getattr(trial, "pickled_error_file", None)
-    if not path:
-        return None
+
+class RefusedConfig(UserError):
+    """A trial's failure read back from Tune's text record: its config was refused."""
+
+
+def last_failure(trial) -> BaseException | None:
+    """`trial`'s latest failure when it is a final one (`FINAL`), else None, read from
+    Tune's text record of it (`Trial.error_file`: `Failure # N ...` then the traceback,
+    whose last exception line names the class, `sepconc.errors.UserError: ...`). The class
+    is looked up in the named sepconc module (imported, never unpickled: Tune's pickled
+    copy of the exception is not read), and a final one comes back as `RefusedConfig`
+    with the message."""
+    import importlib
+
+    path = getattr(trial, "error_file", None)
     try:
-        with open(path, "rb") as handle:
-            return cloudpickle.load(handle)
-    except Exception:  # unreadable or from another environment: not known to be final
+        text = Path(path).read_text(errors="replace") if path else ""
+    except OSError:
         return None
+    found = list(EXCEPTION_LINE.finditer(text.rsplit("Failure # ", 1)[-1]))
+    if not found:
+        return None
+    module, name, message = found[-1].groups()
+    try:
+        cls = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+    if isinstance(cls, type) and issubclass(cls, FINAL):
+        return RefusedConfig(message)
+    return None
 
 
 def end_if_final(tune_controller, trial, exc: BaseException) -> None:
