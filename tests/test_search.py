@@ -152,20 +152,26 @@ def test_searcher_starts_from_previous_results():
     assert trials[0].params == {"frame_width": "[16]", "lr": 0.01}  # a list option: its text
 
 
+def suggest_all(searcher, most: int) -> list[dict]:
+    """The params of up to `most` suggestions of `searcher`, each completed with the same
+    result, until it says FINISHED."""
+    found = []
+    for i in range(most):
+        suggested = searcher.suggest(f"t{i}")
+        if suggested == searcher.FINISHED:
+            break
+        found.append(suggested["params"])
+        searcher.on_trial_complete(f"t{i}", {"val_acc1": 50.0, "params": 1000})
+    return found
+
+
 def test_tpe_never_suggests_the_same_trial_twice():
     from sepconc.sweep.search import build_search_alg
 
     for search, distinct in (({"frame_width": {"grid": [[8], [16]]}}, 2),
                              # scatnet has no frame: both options build one model
                              ({"arch": {"grid": ["scatnet"]}, "frame_width": {"grid": [[8], [16]]}}, 1)):  # fmt: skip
-        searcher = build_search_alg(tpe_sweep(search=search))
-        found = []
-        for i in range(4):
-            suggested = searcher.suggest(f"t{i}")
-            if suggested == searcher.FINISHED:
-                break
-            found.append(suggested["params"])
-            searcher.on_trial_complete(f"t{i}", {"val_acc1": 50.0, "params": 1000})
+        found = suggest_all(build_search_alg(tpe_sweep(search=search)), 4)
         assert len(found) == distinct and all(found.count(p) == 1 for p in found)
 
 
@@ -200,12 +206,6 @@ def test_tpe_never_suggests_a_configuration_its_trial_would_refuse():
     spec = tpe_sweep(base=base, samples=20, search={"frame_kernel_size": {"choice": [16, 10]},
                                                     "frame_stride": {"randint": [1, 6]}})  # fmt: skip
     searcher = build_search_alg(spec)
-    found = []
-    for i in range(20):
-        suggested = searcher.suggest(f"t{i}")
-        if suggested == searcher.FINISHED:
-            break
-        found.append(suggested["params"])
-        searcher.on_trial_complete(f"t{i}", {"val_acc1": 50.0, "params": 1000})
+    found = suggest_all(searcher, 20)
     assert len(found) == 10 and searcher.infeasible >= 2  # a refused one may be asked again
     assert not any(trial_problems(spec, p) for p in found)
