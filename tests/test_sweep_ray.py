@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import signal
@@ -131,12 +132,20 @@ def parse_table(text: str) -> list[dict[str, str]]:
 
 def fmt(value: str) -> str:
     """A CSV cell as the printed table shows it: decimal numbers at 4 significant digits,
+    whole numbers and numbers from 1000 on to the unit (a count such as flops, 21504),
     anything else as is (Python's float() would also read a trial id such as 05576_00000)."""
     if value == "nan":
         return value
     if not re.fullmatch(r"-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?", value):
         return value
-    return f"{float(value):.4g}"
+    number = float(value)
+    if (
+        math.isfinite(number)
+        and (number.is_integer() or abs(number) >= 1000)
+        and abs(number) < 1e15
+    ):
+        return f"{number:.0f}"
+    return f"{number:.4g}"
 
 
 def test_asha_sweep_records_compares_and_exports(tmp_path):
