@@ -285,13 +285,19 @@ def test_a_trial_shorter_than_one_sampling_interval_still_logs_system_metrics(tm
     assert any(k.startswith("system/") for k in keys), keys
 
 
+def pbt_sweep_callback(store, tmp_path, name: str, epochs: int):
+    """`(client, experiment id, callback)`: the MLflow callback of a PBT sweep `name` of
+    `epochs` epochs, its parent run created."""
+    client = open_client(store)
+    exp = experiment_id(client, name, tmp_path)
+    parent = client.create_run(exp, run_name=name).info.run_id
+    base = {"dataset": "synthetic", "arch": "analysis", "frame_width": [16], "epochs": epochs}
+    return client, exp, MlflowSweepCallback(store, exp, parent, name, base, epochs, {"type": "pbt"})
+
+
 def test_a_trial_started_during_an_outage_keeps_the_values_it_started_with(store, tmp_path):
     # its run is created when the store answers again, after PBT gave the trial new values
-    client = open_client(store)
-    exp = experiment_id(client, "late-start", tmp_path)
-    parent = client.create_run(exp, run_name="late-start").info.run_id
-    base = {"dataset": "synthetic", "arch": "analysis", "frame_width": [16], "epochs": 2}
-    callback = MlflowSweepCallback(store, exp, parent, "late-start", base, 2, {"type": "pbt"})
+    client, exp, callback = pbt_sweep_callback(store, tmp_path, "late-start", epochs=2)
     callback._submit = callback._pending.append  # the store is down: operations wait
     trial = SimpleNamespace(trial_id="t00001", config={"params": {"lr": 1e-5}})
     callback.on_trial_start(0, [], trial)
@@ -304,11 +310,7 @@ def test_a_trial_started_during_an_outage_keeps_the_values_it_started_with(store
 
 def test_a_pbt_clone_from_an_earlier_epoch_logs_the_epochs_it_trains_again(store, tmp_path):
     # asynchronous PBT: t1, at epoch 3, restarts from t0's checkpoint of epoch 2
-    client = open_client(store)
-    exp = experiment_id(client, "clone-back", tmp_path)
-    parent = client.create_run(exp, run_name="clone-back").info.run_id
-    base = {"dataset": "synthetic", "arch": "analysis", "frame_width": [16], "epochs": 4}
-    callback = MlflowSweepCallback(store, exp, parent, "clone-back", base, 4, {"type": "pbt"})
+    client, exp, callback = pbt_sweep_callback(store, tmp_path, "clone-back", epochs=4)
     trial = SimpleNamespace(trial_id="t00001", config={"params": {"lr": 1e-5}},
                             latest_checkpoint_result=None)  # fmt: skip
     callback.on_trial_start(0, [], trial)

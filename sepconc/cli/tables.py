@@ -46,9 +46,8 @@ def print_table(rows: list[dict], title: str = "", as_csv: bool = False) -> None
 
 
 def _fmt(value) -> str:
-    """A cell: floats (and float parameters, logged as text) at 4 significant digits; a
-    whole number (a count such as `params` or `flops`, logged as a float metric) in full,
-    58030 rather than 5.803e+04."""
+    """A cell: floats (and float parameters, logged as text) as `short_number` writes them
+    (4 significant digits; whole numbers and numbers from 1000 on to the unit)."""
     if isinstance(value, str) and FLOAT_TEXT.match(value):
         value = float(value)  # a sampled lr is logged as 0.003123456789012345
     if isinstance(value, float):
