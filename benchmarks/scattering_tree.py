@@ -33,6 +33,7 @@ from train_step import MODELS, images_per_second  # noqa: E402
 
 from sepconc.cache import load_or_build  # noqa: E402
 from sepconc.data.types import TensorImageDataset  # noqa: E402
+from sepconc.host_memory import keep_freed_memory  # noqa: E402
 from sepconc.scattering import ScatteringTree  # noqa: E402
 
 BACKENDS = ("torch", "fft")  # Kymatio's, ours
@@ -113,7 +114,11 @@ def main() -> None:
     parser.add_argument("--skip-cache", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"CPU, {args.threads} threads; ratio = fft (ours) / torch (Kymatio 0.3)")
+    kept = keep_freed_memory()  # as every training process does (sepconc.training.setup)
+    print(
+        f"CPU, {args.threads} threads; ratio = fft (ours) / torch (Kymatio 0.3); freed host "
+        f"memory kept for reuse (sepconc.host_memory): {'yes' if kept else 'no (not glibc)'}"
+    )
     forward(args.batch, args.repeats)
     if not args.skip_train:
         train_step(args.batch, args.steps, args.repeats)

