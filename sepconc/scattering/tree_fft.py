@@ -12,7 +12,8 @@ per-path Python loop replaced by one batched step per scale pair:
    multiply ``U0`` and the product is periodized by ``2^j1`` (Kymatio's
    ``subsample_fourier``) in one step (``filter_subsample``: folded by 2 as the product is
    formed, then by block sums, so the full-resolution product is never stored); one
-   batched ``ifft2``, modulus: ``|U1|`` ``(X, L, Mp/2^j1, Np/2^j1)``.
+   batched ``ifft2`` (unnormalized: the weights carry its ``1/(m n)``), modulus:
+   ``|U1|`` ``(X, L, Mp/2^j1, Np/2^j1)``.
 3. Low pass of ``|U1|``: ``phi`` at level ``j1``, periodized by ``2^(J-j1)``, inverse FFT,
    border crop ``[1:-1]`` (``S1``). This map is linear and its output tiny, so it runs as
    one matrix (``lowpass_matrix``, float64-exact, image row by image row so the float32
