@@ -6,9 +6,9 @@ free top of a heap is trimmed past the trim threshold. The next allocation of th
 gets fresh pages, each one faulted in and zeroed by the kernel. CPU training allocates
 and frees the same tensor sizes batch after batch; the ``fft`` scattering tree frees
 tens of MB per chunk of images. Measured on 2 threads, batch 128, with Kymatio's tree
-run between ours (``benchmarks/scattering_tree.py``): 2,700-28,000 page faults per
-forward, MNIST 59-77 ms and CIFAR-10 189-218 ms; with ``keep_freed_memory()``: 0 faults,
-50-55 ms and 180-184 ms, and the same peak resident memory (about 770 MB).
+run between ours (``benchmarks/scattering_tree.py``): 2,700-11,000 page faults per
+forward, MNIST 59-77 ms and CIFAR-10 189-197 ms; with ``keep_freed_memory()``: 0 faults,
+50-59 ms and 180-184 ms, and the same peak resident memory (about 770 MB).
 
 ``keep_freed_memory()`` fixes both thresholds (which also stops glibc's adjusting them):
 blocks under ``MMAP_THRESHOLD`` come from the heaps and are reused once freed, and a

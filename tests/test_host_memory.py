@@ -41,7 +41,7 @@ def _faults_per_forward(mode: str) -> tuple[str, int]:
 def test_kept_memory_spares_the_tree_its_page_faults() -> None:
     """With the thresholds set, a warm CIFAR-10 forward (64 images, 2 threads) takes few new
     pages (measured 200-500); with glibc's defaults the same forward re-faulted 6,500-11,000
-    (2,700-28,000 at batch 128)."""
+    (2,700-11,000 at batch 128)."""
     kept, faults = _faults_per_forward("kept")
     assert kept == "True"
     assert faults < 1000, f"{faults} page faults per warm forward"

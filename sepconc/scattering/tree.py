@@ -37,8 +37,8 @@ __all__ = ["BACKENDS", "DEFAULT_BACKEND", "ScatteringTree", "scattering_tree_cha
 #: ``fft``: ours (``tree_fft``); ``torch``, ``torch_skcuda``: Kymatio's backends.
 BACKENDS = ("fft", "torch", "torch_skcuda")
 #: Measured on CPU (2 threads, batch 128, float32, ``benchmarks/scattering_tree.py``): ``fft``
-#: runs the forward about 3x faster than Kymatio's ``torch`` (MNIST 2.8-3.6x, CIFAR-10
-#: 2.7-3.6x over five runs); also the default on CUDA, unmeasured (no GPU: it launches a
+#: runs the forward 3-4x faster than Kymatio's ``torch`` (MNIST 3.3-4.1x, CIFAR-10
+#: 3.1-3.8x over six runs); also the default on CUDA, unmeasured (no GPU: it launches a
 #: few dozen kernels per batch where Kymatio's per-path loop launches thousands).
 DEFAULT_BACKEND = "fft"
 
