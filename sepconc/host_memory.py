@@ -8,7 +8,8 @@ and frees the same tensor sizes batch after batch; the ``fft`` scattering tree f
 tens of MB per chunk of images. Measured on 2 threads, batch 128, with Kymatio's tree
 run between ours (``benchmarks/scattering_tree.py``): 2,700-11,000 page faults per
 forward, MNIST 59-77 ms and CIFAR-10 189-197 ms; with ``keep_freed_memory()``: 0 faults,
-50-59 ms and 180-184 ms, and the same peak resident memory (about 770 MB).
+50-59 ms and 180-184 ms (medians of 12 forwards), and the same peak resident memory
+(about 770 MB).
 
 ``keep_freed_memory()`` fixes both thresholds (which also stops glibc's adjusting them):
 blocks under ``MMAP_THRESHOLD`` come from the heaps and are reused once freed, and a
@@ -21,7 +22,6 @@ benchmarks call it as the product does.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import sys
 
@@ -42,10 +42,16 @@ _state: dict[str, bool] = {}
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` for this process (once;
-    later calls return the first outcome). True if set; False where the C library is not
-    glibc (macOS, musl) or refuses a value: nothing changes there, training only runs
-    slower on CPU. Raises nothing. Forked children (data-loader workers) inherit it."""
+    """Set glibc's ``M_MMAP_THRESHOLD`` and then ``M_TRIM_THRESHOLD`` for this process (once;
+    later calls return the first outcome). True if both are set; False where the C library
+    is not glibc (macOS, musl) or glibc refuses the first value: nothing changes there,
+    training only runs slower on CPU. Raises nothing. Children started by fork (data-loader
+    workers under Linux's default start method) inherit the setting.
+
+    The cost: memory a process freed after its peak stays with it (up to ``TRIM_THRESHOLD``
+    free at the top of each malloc arena: the main thread's, the tree's chunk threads',
+    the loader threads') instead of going back to the kernel; the peak itself is unchanged.
+    """
     if "set" not in _state:
         _state["set"] = _set_thresholds()
     return _state["set"]
@@ -54,14 +60,15 @@ def keep_freed_memory() -> bool:
 def _set_thresholds() -> bool:
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
+    libc = ctypes.CDLL(None)  # the C library the interpreter runs on
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return False  # musl and others: their malloc has no such thresholds
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    done = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    done = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and done
-    if not done:
-        log.debug("glibc refused the malloc thresholds: freed memory goes back to the kernel")
-    return done
+    if mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
+        log.debug("glibc refused the mmap threshold: malloc left as it was")
+        return False
+    if mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
+        log.debug("glibc refused the trim threshold: only the mmap threshold is set")
+        return False
+    return True

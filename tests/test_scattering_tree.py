@@ -165,7 +165,7 @@ def test_fft_backend_float64_and_chunks() -> None:
     tree = ScatteringTree(2, 20, 4, backend="fft")
     y = tree(x)
     assert y.dtype == torch.float64 and _rel(y, _kymatio(2, (20, 20), 4, x)) <= 1e-12
-    tree.chunk_size = 3  # 10 image channels -> chunks of 3, 3, 2, 2
+    tree.chunk_size = 3  # 10 image channels -> at most 3 per chunk (2 threads: 3, 3, 2, 2)
     torch.testing.assert_close(tree(x), y, rtol=1e-12, atol=1e-14)  # GEMM blocking may differ
 
 

@@ -128,7 +128,7 @@ class ScatteringTree(nn.Module):
     def chunks(self, x: torch.Tensor, workers: int) -> tuple[torch.Tensor, ...]:
         """``x`` ``(X, M, N)`` split into chunks of at most ``chunk_values(x.device)`` image
         channels: as few as fit, rounded up to a multiple of ``workers`` (the threads that run
-        them side by side), near-equal in size (they differ by at most one image channel), so
+        them side by side; at most ``X``), near-equal in size (they differ by at most one), so
         no worker waits on another's extra chunk. 128 MNIST channels at most 18 per chunk on
         2 threads: 8 chunks of 16, not 7 of 18 and one of 2 (which left one thread a chunk
         behind: 60 -> 54 ms per batch, measured)."""

@@ -200,7 +200,8 @@ def filter_subsample(
     ``subsample_weights(filters_g, k_g)`` concatenated (``filters_g`` ``(F, m, n)`` real,
     same dtype family); ``ks``: each group's ``k_g``, powers of 2 dividing ``m`` and ``n``,
     all 1 or all >= 2. Returns ``[(X, F, m/k_g, n/k_g)]`` complex: the mean over the
-    ``k_g^2`` aliased copies ``(a, b)`` of ``spec * filter`` (Kymatio's periodization).
+    ``k_g^2`` aliased copies ``(a, b)`` of ``spec * filter`` (Kymatio's periodization),
+    times the weights' ``scale`` (``subsample_weights``).
 
     Each group's products are folded by 2 as they are formed (4 broadcast multiply-adds
     into ``(X, F, m/2, n/2)``; ``k = 1``: one product), then by its remaining ``k_g/2`` as
@@ -238,7 +239,7 @@ def _fold(x: torch.Tensor, k: int) -> torch.Tensor:
     out = torch.add(blocks[:, :, 0, :, 0], blocks[:, :, 0, :, 1]).contiguous()
     for a in range(k):
         for b in range(k):
-            if a or b > 1:
+            if (a, b) not in ((0, 0), (0, 1)):  # those two: the first add
                 out.add_(blocks[:, :, a, :, b])
     return out
 
@@ -345,8 +346,8 @@ def prepare_filters(t: dict, dtype: torch.dtype) -> dict:
         return v.to(dtype) if v is not None else None
 
     def weights(filters: torch.Tensor, k: int) -> torch.Tensor:  # (F, m, 2n), ifft scale in
-        m, n = filters.shape[-2:]
-        return subsample_weights(cast(filters), k, scale=k * k / (m * n))
+        m, n = filters.shape[-2:]  # scaled in float64, then rounded once to dtype
+        return subsample_weights(filters, k, scale=k * k / (m * n)).to(dtype)
 
     return {"rows": t["rows"], "cols": t["cols"], "low0": cast(t["low0"]),
             "phi": [cast(v) for v in t["phi"]], "low": [cast(v) for v in t["low"]],
