@@ -22,6 +22,7 @@ benchmarks call it as the product does.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import sys
 
@@ -38,23 +39,22 @@ TRIM_THRESHOLD = 128 << 20
 
 _M_TRIM_THRESHOLD = -1  # glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
-_state: dict[str, bool] = {}
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Set glibc's ``M_MMAP_THRESHOLD`` and then ``M_TRIM_THRESHOLD`` for this process (once;
     later calls return the first outcome). True if both are set; False where the C library
-    is not glibc (macOS, musl) or glibc refuses the first value: nothing changes there,
-    training only runs slower on CPU. Raises nothing. Children started by fork (data-loader
+    is not glibc (macOS, musl: nothing changes there, training only runs slower on CPU) or
+    glibc refuses a value (the trim threshold is set only after the mmap threshold took).
+    Raises nothing. Children started by fork (data-loader
     workers under Linux's default start method) inherit the setting.
 
     The cost: memory a process freed after its peak stays with it (up to ``TRIM_THRESHOLD``
     free at the top of each malloc arena: the main thread's, the tree's chunk threads',
     the loader threads') instead of going back to the kernel; the peak itself is unchanged.
     """
-    if "set" not in _state:
-        _state["set"] = _set_thresholds()
-    return _state["set"]
+    return _set_thresholds()
 
 
 def _set_thresholds() -> bool:

@@ -61,7 +61,10 @@ def test_freed_memory_stays_for_reuse() -> None:
 
 def test_keep_freed_memory_sets_the_thresholds_once(monkeypatch) -> None:
     calls = []
-    monkeypatch.setattr(host_memory, "_state", {})
     monkeypatch.setattr(host_memory, "_set_thresholds", lambda: calls.append(1) or True)
-    assert host_memory.keep_freed_memory() and host_memory.keep_freed_memory()
+    host_memory.keep_freed_memory.cache_clear()
+    try:
+        assert host_memory.keep_freed_memory() and host_memory.keep_freed_memory()
+    finally:
+        host_memory.keep_freed_memory.cache_clear()
     assert calls == [1]

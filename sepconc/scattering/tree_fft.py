@@ -178,7 +178,7 @@ def fold_padding(matrix: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> to
     return out.index_add_(0, src.reshape(Mp * Np), matrix)
 
 
-def subsample_weights(filters: torch.Tensor, k: int, scale: float = 1.0) -> torch.Tensor:
+def subsample_weights(filters: torch.Tensor, k: int, scale: float) -> torch.Tensor:
     """``filters`` ``(F, m, n)`` real, prepared once for ``filter_subsample(., ., k)``:
     ``(F, m, 2n)``, each weight twice (the real and imaginary parts of the spectrum side by
     side), times ``scale / k^2`` (``1/k^2``: the mean of Kymatio's periodization; ``scale``:
