@@ -190,43 +190,34 @@ def subsample_weights(filters: torch.Tensor, k: int, scale: float) -> torch.Tens
     return scaled[..., None].expand(F, m, n, 2).reshape(F, m, 2 * n).contiguous()
 
 
-def filter_subsample(
-    spec: torch.Tensor, weights: torch.Tensor, ks: tuple[int, ...]
-) -> list[torch.Tensor]:
-    """``subsample_fourier(spec[:, None] * filters_g, k_g)`` for each group ``g``, without
-    the full products.
+def filter_subsample(spec: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tensor:
+    """``subsample_fourier(spec[:, None] * filters, k)`` without the full product.
 
-    ``spec``: ``(X, m, n)`` complex; ``weights``: ``(G F, m, 2n)``, the groups' weights
-    ``subsample_weights(filters_g, k_g)`` concatenated (``filters_g`` ``(F, m, n)`` real,
-    same dtype family); ``ks``: each group's ``k_g``, powers of 2 dividing ``m`` and ``n``,
-    all 1 or all >= 2. Returns ``[(X, F, m/k_g, n/k_g)]`` complex: the mean over the
-    ``k_g^2`` aliased copies ``(a, b)`` of ``spec * filter`` (Kymatio's periodization),
-    times the weights' ``scale`` (``subsample_weights``).
+    ``spec``: ``(X, m, n)`` complex; ``weights``: ``(F, m, 2n)``,
+    ``subsample_weights(filters, k, scale)`` (``filters`` ``(F, m, n)`` real, same dtype
+    family); ``k``: a power of 2 dividing ``m`` and ``n``. Returns ``(X, F, m/k, n/k)``
+    complex: the mean over the ``k^2`` aliased copies ``(a, b)`` of ``spec * filter``
+    (Kymatio's periodization), times the weights' ``scale``.
 
-    Each group's products are folded by 2 as they are formed (4 broadcast multiply-adds
-    into ``(X, F, m/2, n/2)``; ``k = 1``: one product), then by its remaining ``k_g/2`` as
-    block sums of that quarter-size result: on one thread 1.6-1.9x faster for ``k = 4``
-    than 16 multiply-adds or one matrix product per output frequency. One group at a time:
-    its result stays cache-sized (the CIFAR-10 tree's largest product: 75 -> 69 ms per batch
-    of 128 on one thread, measured against all groups in one tensor).
+    The products are folded by 2 as they are formed (4 broadcast multiply-adds into
+    ``(X, F, m/2, n/2)``; ``k = 1``: one product), then by the remaining ``k/2`` as block
+    sums of that quarter-size result: on one thread 1.6-1.9x faster for ``k = 4`` than 16
+    multiply-adds or one matrix product per output frequency. Called once per filter group
+    (one ``j2``): its result stays cache-sized (the CIFAR-10 tree's largest product: 75 -> 69
+    ms per batch of 128 on one thread, measured against all groups in one tensor).
     """
     X, m, n = spec.shape
-    G = len(ks)
-    F = weights.shape[0] // G
+    F = weights.shape[0]
     flat = torch.view_as_real(spec).reshape(X, 1, m, 2 * n)  # re, im side by side
-    first = min(ks[0], 2)
+    first = min(k, 2)
     p, q = m // first, n // first
-    outs = []
-    for g, k in enumerate(ks):
-        group = weights[None, g * F : (g + 1) * F]
-        out = None
-        for a in range(first):
-            for b in range(first):
-                rows, cols = slice(a * p, (a + 1) * p), slice(2 * b * q, 2 * (b + 1) * q)
-                part, weight = flat[..., rows, cols], group[..., rows, cols]
-                out = part * weight if out is None else out.addcmul_(part, weight)
-        outs.append(torch.view_as_complex(_fold(out.view(X, F, p, q, 2), k // first)))
-    return outs
+    out = None
+    for a in range(first):
+        for b in range(first):
+            rows, cols = slice(a * p, (a + 1) * p), slice(2 * b * q, 2 * (b + 1) * q)
+            part, weight = flat[..., rows, cols], weights[None, :, rows, cols]
+            out = part * weight if out is None else out.addcmul_(part, weight)
+    return torch.view_as_complex(_fold(out.view(X, F, p, q, 2), k // first))
 
 
 def _fold(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -336,11 +327,8 @@ def prepare_filters(t: dict, dtype: torch.dtype) -> dict:
 
     ``t``: ``rows``, ``cols`` (long), ``low0``, ``phi[j]``, ``low[j]``, ``psi1[j1]``,
     ``psi2[(j1, j2)]`` as ``TreeFilters`` names them. Cache the result per dtype and device:
-    it is the per-call setup of the tree. ``psi2[j1]`` becomes one ``(G L, m1, 2 n1)``
-    tensor: the groups ``j2 = j1+1 .. J-1`` for one ``filter_subsample`` (None for
-    ``j1 = J-1``).
+    it is the per-call setup of the tree.
     """
-    J = len(t["phi"])
 
     def cast(v: torch.Tensor | None) -> torch.Tensor | None:
         return v.to(dtype) if v is not None else None
@@ -352,10 +340,7 @@ def prepare_filters(t: dict, dtype: torch.dtype) -> dict:
     return {"rows": t["rows"], "cols": t["cols"], "low0": cast(t["low0"]),
             "phi": [cast(v) for v in t["phi"]], "low": [cast(v) for v in t["low"]],
             "psi1": [weights(v, 2**j1) for j1, v in enumerate(t["psi1"])],
-            # per j1: the wavelets of every j2 > j1 at level j1, one group per j2
-            "psi2": [torch.cat([weights(t["psi2"][j1, j2], 2 ** (j2 - j1))
-                                for j2 in range(j1 + 1, J)]) if j1 < J - 1 else None
-                     for j1 in range(J)]}  # fmt: skip
+            "psi2": {(j1, j2): weights(v, 2 ** (j2 - j1)) for (j1, j2), v in t["psi2"].items()}}  # fmt: skip
 
 
 def scattering_tree_fft(x: torch.Tensor, f: dict) -> torch.Tensor:
@@ -375,18 +360,16 @@ def scattering_tree_fft(x: torch.Tensor, f: dict) -> torch.Tensor:
         out0 = _lowpass(u0, phi[0], 2**J)[:, None]
     out1, out2 = [], []
     for j1 in range(J):
-        (z1,) = filter_subsample(u0, psi1[j1], (2**j1,))
-        u1 = _modulus(_ifft2(z1))  # (X, L, m1, n1)
+        u1 = _modulus(_ifft2(filter_subsample(u0, psi1[j1], 2**j1)))  # (X, L, m1, n1)
         L = u1.shape[1]
         out1.append(_low(u1, low[j1], phi[j1], 2 ** (J - j1), (m, n)))
         if j1 == J - 1:
             continue
         u1f = fft2_real(u1)
         flat = u1f.reshape(X * L, *u1f.shape[-2:])
-        ks = tuple(2 ** (j2 - j1) for j2 in range(j1 + 1, J))
         per_j2 = []
-        for j2, u2 in zip(range(j1 + 1, J), filter_subsample(flat, psi2[j1], ks), strict=True):
-            # u2: (X*L, L, m2, n2)
+        for j2 in range(j1 + 1, J):
+            u2 = filter_subsample(flat, psi2[j1, j2], 2 ** (j2 - j1))  # (X*L, L, m2, n2)
             s2 = _low(_modulus(_ifft2(u2)), low[j2], phi[j2], 2 ** (J - j2), (m, n))
             per_j2.append(s2.reshape(X, L, L, m, n))
         out2.append(torch.cat(per_j2, dim=2).flatten(1, 2))  # (X, theta1*(j2, theta2), ...)
