@@ -7,13 +7,18 @@ process group, kills it, ends whatever it started, then runs `launch.py resume`:
 - **driver killed while a trial is mid-training** (its MLflow run holds epochs 1-3 of 5:
   Tune has pruned the checkpoint of epoch 1, which its last saved experiment state,
   written after epoch 2, still lists): only the driver is SIGKILLed; its trial goes on
-  for 5 s (it may write later checkpoints than Tune ever hears of), then everything the
-  driver started is ended. The resume continues that trial from the newest checkpoint of
+  for 5 s (it trains the epoch Tune last asked for, writing a checkpoint Tune never hears
+  of, then waits for a driver that is gone), then everything the driver started is ended. The resume continues that trial from the newest checkpoint of
   its folder, in its EXISTING MLflow run: every trial completed, one run per trial,
   `val_acc1` at steps 1..5 once each, `metrics.jsonl` epochs 1..5, the newest 2
   checkpoints kept, in the trial folder and in Tune's (`checkpoint_000004/` holds
   `epoch_0004.pt` only, `checkpoint_000005/` `epoch_0005.pt`), and nothing at ERROR
   in the sweep's driver.log (`sepconc.sweep.tune_checkpoints`).
+- **trial finished alone**: the driver is SIGKILLed once epoch 3 of 4 is logged; the trial
+  trains epoch 4 (Tune had asked for it), so Tune's folder holds 3 checkpoints (2, 3, 4)
+  and the trial's own folder its last epoch. The resumed trial has nothing left to train
+  and reports no checkpoint; when it ends, Tune's folder is pruned to the newest 2 (the
+  CI failure of 2026-11-30: `checkpoint_000003/` stayed beside 4 and 5).
 - **killed during a checkpoint write**: a `sitecustomize` on the trials' PYTHONPATH stalls
   the first write of `epoch_0002.pt` half-way (once: a marker file); the whole process
   tree is SIGKILLed then, leaving `epoch_0001.pt` and a partial temporary file. The resume
@@ -163,6 +168,41 @@ def test_driver_killed_mid_trial_resumes_in_the_same_run(tmp_path):
     assert victim.info.run_id in {c.info.run_id for c in children}  # its EXISTING run
     print(f"\nmid-trial kill: steps logged when killed {killed_at}; after resume every trial "
           f"has steps 1..{epochs} once in its one run")  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_trial_finished_alone_after_the_driver_was_killed(tmp_path):
+    runs, name, epochs = tmp_path / "runs", "finished-alone", 4
+    path = sweep_file(tmp_path, name, {**SLOW, "epochs": epochs}, [0.01], workers=1)
+    driver = Driver(tmp_path, str(path), "--runs-dir", str(runs))
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # until the trial has logged epoch 3 (of 4)
+            assert driver.poll() is None, driver.tail()
+            assert time.monotonic() < deadline, "epoch 3 not logged in 300 s\n" + driver.tail()
+            time.sleep(0.5)
+            children = children_now(runs, name)
+            if children and len(steps_of(client_for(runs), children[0].info.run_id)) >= 3:
+                break
+        victim = children[0]
+        os.kill(driver.proc.pid, signal.SIGKILL)  # the driver only; its trial trains epoch 4
+        tune = runs / "tune" / name / victim.data.tags["sepconc.trial_id"]
+        last = tune / f"checkpoint_{epochs:06d}" / f"epoch_{epochs:04d}.pt"
+        deadline = time.monotonic() + 120
+        while not last.exists():  # Tune asked for epoch 4: the trial trains it, no driver
+            assert time.monotonic() < deadline, f"{last} not written in 120 s\n" + driver.tail()
+            driver.poll()
+            time.sleep(0.5)
+        time.sleep(2)
+    finally:
+        end_all(driver)
+    killed_at = sorted(steps_of(client_for(runs), victim.info.run_id))
+    assert len(killed_at) < epochs, killed_at
+    written = sorted(p.name for p in tune.glob("checkpoint_*"))
+    assert len(written) > 2, written  # beyond keep 2: the dead driver pruned nothing late
+    resume_and_check(tmp_path, runs, name, trials=1, epochs=epochs)
+    print(f"\nfinished alone: steps logged when killed {killed_at}, Tune folders {written}; "
+          "after resume the newest 2 kept")  # fmt: skip
 
 
 @pytest.mark.timeout(600)

@@ -16,7 +16,11 @@ pruned. So:
 - the driver reconciles the trial's list with its folder before each new checkpoint is
   registered (`TuneCheckpointsCallback`): folders gone are dropped, older folders Tune
   never heard of are added (Tune's `num_to_keep` then prunes them like the others), and a
-  folder reported again (an epoch trained again) is listed once.
+  folder reported again (an epoch trained again) is listed once;
+- when a trial ends (completed or failed) the driver does the same with the newest
+  folder on disk as the newest checkpoint (`settle`): a resumed trial whose own folder
+  already held its last epoch reports no new checkpoint, so the folders its process
+  wrote after the driver was killed would otherwise stay beyond `num_to_keep`.
 """
 
 from __future__ import annotations
@@ -78,7 +82,9 @@ def reconcile(results: list, new_path: str, on_disk: list[str], make_result) -> 
 
 class TuneCheckpointsCallback(Callback):
     """Before Tune registers a trial's checkpoint, its list matches the trial's folder
-    (`reconcile`). A problem reading the folder is a warning: Tune goes on as it would."""
+    (`reconcile`); when the trial ends, the list and the folder hold its newest
+    `num_to_keep` (`settle`). A problem reading the folder is a warning: Tune goes on as
+    it would."""
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         try:
@@ -86,27 +92,75 @@ class TuneCheckpointsCallback(Callback):
         except Exception as exc:  # never the sweep's failure
             log.warning("trial %s: checkpoint list not checked (%s)", trial.trial_id, exc)
 
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._settle(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._settle(trial)
+
+    @staticmethod
+    def _settle(trial) -> None:
+        try:
+            settle(trial)
+        except Exception as exc:  # never the sweep's failure
+            log.warning("trial %s: checkpoint folders not checked (%s)", trial.trial_id, exc)
+
+
+def _folders(fs, parent: str) -> list[str]:
+    """The names of the folders in `parent` on the pyarrow filesystem `fs` ([] if none)."""
+    import pyarrow.fs
+
+    selector = pyarrow.fs.FileSelector(parent, allow_not_found=True, recursive=False)
+    return [info.base_name for info in fs.get_file_info(selector)
+            if info.type == pyarrow.fs.FileType.Directory]  # fmt: skip
+
 
 def _reconcile_trial(trial, checkpoint) -> None:
-    import pyarrow.fs
+    manager = trial.run_metadata.checkpoint_manager
+    listed = getattr(manager, "_checkpoint_results", None)
+    if listed is None or not getattr(checkpoint, "path", None):
+        return
+    parent = str(PurePosixPath(checkpoint.path).parent)
+    _replace_list(trial, manager, checkpoint.path, _folders(checkpoint.filesystem, parent),
+                  lambda path: type(checkpoint)(path, filesystem=checkpoint.filesystem))  # fmt: skip
+
+
+def _replace_list(trial, manager, new_path: str, on_disk: list[str], make_checkpoint) -> None:
+    """Set `manager`'s list to `reconcile`'s, logging a change."""
     from ray.train._internal.session import _TrainingResult
 
-    manager = trial.run_metadata.checkpoint_manager
-    results = getattr(manager, "_checkpoint_results", None)
-    if results is None or not getattr(checkpoint, "path", None):
-        return
-    fs = checkpoint.filesystem
-    parent = str(PurePosixPath(checkpoint.path).parent)
-    selector = pyarrow.fs.FileSelector(parent, allow_not_found=True, recursive=False)
-    on_disk = [info.base_name for info in fs.get_file_info(selector)
-               if info.type == pyarrow.fs.FileType.Directory]  # fmt: skip
-
-    def adopt(path: str):
-        return _TrainingResult(checkpoint=type(checkpoint)(path, filesystem=fs), metrics={})
-
-    new = reconcile(results, checkpoint.path, on_disk, adopt)
+    results = manager._checkpoint_results
+    new = reconcile(results, new_path, on_disk,
+                    lambda path: _TrainingResult(checkpoint=make_checkpoint(path), metrics={}))  # fmt: skip
     names = lambda rs: [PurePosixPath(r.checkpoint.path).name for r in rs]  # noqa: E731
     if names(new) != names(results):
         log.info("trial %s: Tune's checkpoints %s -> %s (its folder: %s)", trial.trial_id,
                  names(results), names(new), sorted(on_disk))  # fmt: skip
     manager._checkpoint_results = new
+
+
+def settle(trial) -> None:
+    """A trial that ended: its newest checkpoint folder in Tune's storage becomes Tune's
+    latest checkpoint, its list is `reconcile`d with the folder, and Tune's own
+    `register_checkpoint` prunes it to `num_to_keep` (deleting the folders dropped).
+    Nothing changes when the list already names the folder's numbered folders."""
+    import ray.tune
+    from ray.train._internal.session import _TrainingResult
+
+    manager = trial.run_metadata.checkpoint_manager
+    results = getattr(manager, "_checkpoint_results", None)
+    storage = getattr(trial, "storage", None)
+    if results is None or storage is None:
+        return
+    fs, parent = storage.storage_filesystem, storage.trial_fs_path
+    on_disk = _folders(fs, parent)
+    numbered = sorted((n for n in on_disk if folder_index(n) is not None), key=folder_index)
+    listed = [PurePosixPath(r.checkpoint.path).name for r in results]
+    if not numbered or listed == numbered:
+        return
+    newest = f"{parent}/{numbered[-1]}"
+    own = [r for r in results if PurePosixPath(r.checkpoint.path).name == numbered[-1]]
+    _replace_list(trial, manager, newest, on_disk,
+                  lambda path: ray.tune.Checkpoint(path, filesystem=fs))  # fmt: skip
+    last = own[0] if own else _TrainingResult(ray.tune.Checkpoint(newest, filesystem=fs), {})
+    manager.register_checkpoint(last)  # Tune's num_to_keep: deletes the older extras
