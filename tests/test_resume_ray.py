@@ -193,7 +193,7 @@ def test_trial_finished_alone_after_the_driver_was_killed(tmp_path):
             assert time.monotonic() < deadline, f"{last} not written in 120 s\n" + driver.tail()
             driver.poll()
             time.sleep(0.5)
-        time.sleep(2)
+        time.sleep(2)  # Tune copies the file in: let the copy end before the kill
     finally:
         end_all(driver)
     killed_at = sorted(steps_of(client_for(runs), victim.info.run_id))
