@@ -96,6 +96,19 @@ def children_now(runs: Path, name: str) -> list:
         return []
 
 
+def first_trial_at(driver: Driver, runs: Path, name: str, epoch: int):
+    """The sweep's first trial run, once it has logged epochs 1 to `epoch` (300 s at most,
+    the driver still running)."""
+    deadline = time.monotonic() + 300
+    while True:
+        assert driver.poll() is None, driver.tail()
+        assert time.monotonic() < deadline, f"epoch {epoch} not logged in 300 s\n" + driver.tail()
+        time.sleep(0.5)
+        children = children_now(runs, name)
+        if children and len(steps_of(client_for(runs), children[0].info.run_id)) >= epoch:
+            return children[0]
+
+
 def end_all(driver: Driver) -> None:
     """SIGKILL the driver's process group and every process seen below it; wait until gone.
     (Whether a killed driver leaves Ray processes behind is test_sweep_ray's concern.)"""
@@ -145,15 +158,7 @@ def test_driver_killed_mid_trial_resumes_in_the_same_run(tmp_path):
     path = sweep_file(tmp_path, name, {**SLOW, "epochs": epochs}, [0.01, 0.003], workers=1)
     driver = Driver(tmp_path, str(path), "--runs-dir", str(runs))
     try:
-        deadline = time.monotonic() + 300
-        while True:  # until the first trial has logged epochs 1 to 3 (of 5)
-            assert driver.poll() is None, driver.tail()
-            assert time.monotonic() < deadline, "epoch 3 not logged in 300 s\n" + driver.tail()
-            time.sleep(0.5)
-            children = children_now(runs, name)
-            if children and len(steps_of(client_for(runs), children[0].info.run_id)) >= 3:
-                break
-        victim = children[0]
+        victim = first_trial_at(driver, runs, name, epoch=3)  # of 5
         time.sleep(1)  # Tune registers epoch 3's checkpoint, pruning epoch 1's (~3 s an epoch)
         os.kill(driver.proc.pid, signal.SIGKILL)  # the driver only; its trial goes on a while
         for _ in range(10):
@@ -176,15 +181,7 @@ def test_trial_finished_alone_after_the_driver_was_killed(tmp_path):
     path = sweep_file(tmp_path, name, {**SLOW, "epochs": epochs}, [0.01], workers=1)
     driver = Driver(tmp_path, str(path), "--runs-dir", str(runs))
     try:
-        deadline = time.monotonic() + 300
-        while True:  # until the trial has logged epoch 3 (of 4)
-            assert driver.poll() is None, driver.tail()
-            assert time.monotonic() < deadline, "epoch 3 not logged in 300 s\n" + driver.tail()
-            time.sleep(0.5)
-            children = children_now(runs, name)
-            if children and len(steps_of(client_for(runs), children[0].info.run_id)) >= 3:
-                break
-        victim = children[0]
+        victim = first_trial_at(driver, runs, name, epoch=3)  # of 4
         os.kill(driver.proc.pid, signal.SIGKILL)  # the driver only; its trial trains epoch 4
         tune = runs / "tune" / name / victim.data.tags["sepconc.trial_id"]
         last = tune / f"checkpoint_{epochs:06d}" / f"epoch_{epochs:04d}.pt"
