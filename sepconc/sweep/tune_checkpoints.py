@@ -59,6 +59,11 @@ def folder_index(path: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def folder_name(result) -> str:
+    """The folder name of a Tune `_TrainingResult`'s checkpoint (`checkpoint_000003`)."""
+    return PurePosixPath(str(result.checkpoint.path)).name
+
+
 def reconcile(results: list, new_path: str, on_disk: list[str], make_result) -> list:
     """The trial's checkpoint list to register `new_path` after: `results` (Tune's
     `_TrainingResult`s, oldest first) whose folder is in `on_disk` (the names of the
@@ -67,9 +72,9 @@ def reconcile(results: list, new_path: str, on_disk: list[str], make_result) -> 
     Folders of unknown number keep their place, first."""
     parent, new = str(PurePosixPath(new_path).parent), folder_index(new_path)
     present = set(on_disk)
-    kept = [r for r in results if PurePosixPath(r.checkpoint.path).name in present
+    kept = [r for r in results if folder_name(r) in present
             and str(r.checkpoint.path) != str(new_path)]  # fmt: skip
-    known = {PurePosixPath(r.checkpoint.path).name for r in results}
+    known = {folder_name(r) for r in results}
     if new is not None:
         for name in on_disk:
             index = folder_index(name)
@@ -120,19 +125,23 @@ def _reconcile_trial(trial, checkpoint) -> None:
     listed = getattr(manager, "_checkpoint_results", None)
     if listed is None or not getattr(checkpoint, "path", None):
         return
-    parent = str(PurePosixPath(checkpoint.path).parent)
-    _replace_list(trial, manager, checkpoint.path, _folders(checkpoint.filesystem, parent),
-                  lambda path: type(checkpoint)(path, filesystem=checkpoint.filesystem))  # fmt: skip
+    fs, parent = checkpoint.filesystem, str(PurePosixPath(checkpoint.path).parent)
+    _replace_list(trial, manager, checkpoint.path, _folders(fs, parent),
+                  _adopter(type(checkpoint), fs))  # fmt: skip
 
 
-def _replace_list(trial, manager, new_path: str, on_disk: list[str], make_checkpoint) -> None:
-    """Set `manager`'s list to `reconcile`'s, logging a change."""
+def _adopter(checkpoint_cls, fs):
+    """`path -> _TrainingResult` (no metrics) for a folder Tune's list lacks."""
     from ray.train._internal.session import _TrainingResult
 
+    return lambda path: _TrainingResult(checkpoint=checkpoint_cls(path, filesystem=fs), metrics={})
+
+
+def _replace_list(trial, manager, new_path: str, on_disk: list[str], adopt) -> None:
+    """Set `manager`'s list to `reconcile`'s, logging a change."""
     results = manager._checkpoint_results
-    new = reconcile(results, new_path, on_disk,
-                    lambda path: _TrainingResult(checkpoint=make_checkpoint(path), metrics={}))  # fmt: skip
-    names = lambda rs: [PurePosixPath(r.checkpoint.path).name for r in rs]  # noqa: E731
+    new = reconcile(results, new_path, on_disk, adopt)
+    names = lambda rs: [folder_name(r) for r in rs]  # noqa: E731
     if names(new) != names(results):
         log.info("trial %s: Tune's checkpoints %s -> %s (its folder: %s)", trial.trial_id,
                  names(results), names(new), sorted(on_disk))  # fmt: skip
@@ -145,7 +154,6 @@ def settle(trial) -> None:
     `register_checkpoint` prunes it to `num_to_keep` (deleting the folders dropped).
     Nothing changes when the list already names the folder's numbered folders."""
     import ray.tune
-    from ray.train._internal.session import _TrainingResult
 
     manager = trial.run_metadata.checkpoint_manager
     results = getattr(manager, "_checkpoint_results", None)
@@ -155,12 +163,10 @@ def settle(trial) -> None:
     fs, parent = storage.storage_filesystem, storage.trial_fs_path
     on_disk = _folders(fs, parent)
     numbered = sorted((n for n in on_disk if folder_index(n) is not None), key=folder_index)
-    listed = [PurePosixPath(r.checkpoint.path).name for r in results]
-    if not numbered or listed == numbered:
+    if not numbered or [folder_name(r) for r in results] == numbered:
         return
-    newest = f"{parent}/{numbered[-1]}"
-    own = [r for r in results if PurePosixPath(r.checkpoint.path).name == numbered[-1]]
-    _replace_list(trial, manager, newest, on_disk,
-                  lambda path: ray.tune.Checkpoint(path, filesystem=fs))  # fmt: skip
-    last = own[0] if own else _TrainingResult(ray.tune.Checkpoint(newest, filesystem=fs), {})
+    newest, adopt = f"{parent}/{numbered[-1]}", _adopter(ray.tune.Checkpoint, fs)
+    own = [r for r in results if folder_name(r) == numbered[-1]]
+    _replace_list(trial, manager, newest, on_disk, adopt)
+    last = own[0] if own else adopt(newest)
     manager.register_checkpoint(last)  # Tune's num_to_keep: deletes the older extras
