@@ -8,8 +8,9 @@ process group, kills it, ends whatever it started, then runs `launch.py resume`:
   Tune has pruned the checkpoint of epoch 1, which its last saved experiment state,
   written after epoch 2, still lists): only the driver is SIGKILLed; its trial goes on
   for 5 s (it trains the epoch Tune last asked for, writing a checkpoint Tune never hears
-  of, then waits for a driver that is gone), then everything the driver started is ended. The resume continues that trial from the newest checkpoint of
-  its folder, in its EXISTING MLflow run: every trial completed, one run per trial,
+  of, then waits for a driver that is gone), then everything the driver started is ended.
+  The resume continues that trial from the newest checkpoint of its folder, in its
+  EXISTING MLflow run: every trial completed, one run per trial,
   `val_acc1` at steps 1..5 once each, `metrics.jsonl` epochs 1..5, the newest 2
   checkpoints kept, in the trial folder and in Tune's (`checkpoint_000004/` holds
   `epoch_0004.pt` only, `checkpoint_000005/` `epoch_0005.pt`), and nothing at ERROR

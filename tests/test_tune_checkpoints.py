@@ -67,29 +67,8 @@ def test_reconcile_lists_a_folder_reported_again_once():
     assert paths(fixed) == [f"{base}/checkpoint_000002"]  # Tune appends the new 3 itself
 
 
-def test_callback_on_a_real_folder(tmp_path):
-    from ray.train._internal.checkpoint_manager import _CheckpointManager
-    from ray.train._internal.session import _TrainingResult
-
-    trial_dir = tmp_path / "t1"
-    for epoch in (2, 3, 4):
-        (trial_dir / f"checkpoint_{epoch:06d}").mkdir(parents=True)
-        (trial_dir / f"checkpoint_{epoch:06d}" / f"epoch_{epoch:04d}.pt").write_text("x")
-    manager = _CheckpointManager(ray.tune.CheckpointConfig(num_to_keep=2))
-    for epoch in (1, 2):  # the stale list: 1 is gone
-        path = str(trial_dir / f"checkpoint_{epoch:06d}")
-        manager._checkpoint_results.append(_TrainingResult(ray.tune.Checkpoint(path), {}))
-    new = ray.tune.Checkpoint(str(trial_dir / "checkpoint_000004"))
-    trial = SimpleNamespace(trial_id="t1", run_metadata=SimpleNamespace(checkpoint_manager=manager))
-    TuneCheckpointsCallback().on_checkpoint(0, [trial], trial, new)
-    manager.register_checkpoint(_TrainingResult(new, {"epoch": 4}))  # what Tune does next
-    assert sorted(p.name for p in trial_dir.iterdir()) == ["checkpoint_000003", "checkpoint_000004"]
-    assert [r.checkpoint.path for r in manager._checkpoint_results] == [
-        str(trial_dir / "checkpoint_000003"), str(trial_dir / "checkpoint_000004")]  # fmt: skip
-
-
 def ended_trial(trial_dir, listed: tuple[int, ...], keep: int = 2):
-    """A trial whose Tune folder `trial_dir` exists and whose restored list is `listed`."""
+    """A trial whose Tune folder is `trial_dir` and whose restored list is `listed`."""
     import pyarrow.fs
     from ray.train._internal.checkpoint_manager import _CheckpointManager
     from ray.train._internal.session import _TrainingResult
@@ -108,6 +87,21 @@ def folders(trial_dir, epochs) -> None:
     for epoch in epochs:
         (trial_dir / f"checkpoint_{epoch:06d}").mkdir(parents=True)
         (trial_dir / f"checkpoint_{epoch:06d}" / f"epoch_{epoch:04d}.pt").write_text("x")
+
+
+def test_callback_on_a_real_folder(tmp_path):
+    from ray.train._internal.session import _TrainingResult
+
+    trial_dir = tmp_path / "t1"
+    folders(trial_dir, (2, 3, 4))
+    trial = ended_trial(trial_dir, (1, 2))  # the stale list: 1 is gone
+    manager = trial.run_metadata.checkpoint_manager
+    new = ray.tune.Checkpoint(str(trial_dir / "checkpoint_000004"))
+    TuneCheckpointsCallback().on_checkpoint(0, [trial], trial, new)
+    manager.register_checkpoint(_TrainingResult(new, {"epoch": 4}))  # what Tune does next
+    assert sorted(p.name for p in trial_dir.iterdir()) == ["checkpoint_000003", "checkpoint_000004"]
+    assert [r.checkpoint.path for r in manager._checkpoint_results] == [
+        str(trial_dir / "checkpoint_000003"), str(trial_dir / "checkpoint_000004")]  # fmt: skip
 
 
 def test_an_ended_trial_keeps_its_newest_folders(tmp_path):
